@@ -1,0 +1,3 @@
+from drawkit.cli import main
+
+main()

@@ -1,0 +1,70 @@
+"""Checkpoints: a plain dict (nanoGPT style) with the model config and the plugins that built it."""
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from drawkit.errors import DrawkitError
+from drawkit.model import Draw, DrawConfig, build_model
+from drawkit.outputs import atomic_write
+
+FORMAT = "drawkit-checkpoint"
+VERSION = 1
+FILENAME = "checkpoint.pt"
+
+
+def plugin_record(registry, kind: str, name: str) -> dict:
+    reg = registry.get(kind, name)
+    return {"name": name, "plugin": reg.plugin, "package": reg.package, "version": reg.version}
+
+
+def save_checkpoint(path: Path, model: Draw, plugins: dict, **state) -> Path:
+    """Write atomically: a crash or Ctrl-C mid-write leaves the previous checkpoint intact."""
+    payload = {"format": FORMAT, "version": VERSION, "model_config": model.config.to_dict(),
+               "plugins": plugins, "model": model.state_dict(), **state}
+    try:
+        with atomic_write(Path(path)) as tmp:
+            torch.save(payload, tmp)
+    except OSError as exc:
+        raise DrawkitError(f"could not write checkpoint {path}: {exc.strerror or exc}; "
+                           f"the previous checkpoint is untouched") from None
+    return Path(path)
+
+
+def resolve_checkpoint_path(path) -> Path:
+    """Accept the checkpoint file or the run folder that holds it."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / FILENAME
+    if not path.is_file():
+        raise DrawkitError(f"checkpoint {path} not found; train one with 'drawkit train --out DIR' "
+                           f"and pass --checkpoint DIR/{FILENAME}")
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    path = resolve_checkpoint_path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt, pickled code: all refused the same way
+        raise DrawkitError(f"{path} is not a readable drawkit checkpoint ({type(exc).__name__}); "
+                           f"pass a checkpoint.pt written by 'drawkit train'") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise DrawkitError(f"{path} is not a drawkit checkpoint; pass a checkpoint.pt written by 'drawkit train'")
+    if payload.get("version", 0) > VERSION:
+        raise DrawkitError(f"{path} was written by a newer drawkit (format {payload['version']}); upgrade drawkit")
+    return payload
+
+
+def load_model(path, registry, device: Optional[torch.device] = None) -> tuple[Draw, dict]:
+    """Rebuild the model from the checkpoint alone; a missing plugin names the package to install."""
+    payload = read_checkpoint(path)
+    config = DrawConfig.from_dict(payload["model_config"])
+    for kind in ("encoder", "attention"):
+        record = payload.get("plugins", {}).get(kind, {"name": getattr(config, kind), "package": "unknown"})
+        if record["name"] not in registry.names(kind):
+            raise DrawkitError(f"this checkpoint needs {kind} '{record['name']}' from package "
+                               f"'{record['package']}', which is not installed; pip install {record['package']}")
+    model = build_model(config, registry)
+    model.load_state_dict(payload["model"])
+    return model.to(device or "cpu").eval(), payload

@@ -1,0 +1,144 @@
+"""The ``drawkit`` command: thin Typer wrappers over plain functions, errors as one line."""
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from drawkit import __version__
+from drawkit.errors import DrawkitError
+from drawkit.plugins import load_plugins, pm
+from drawkit.progress import stderr
+
+# The Click exception base, found through Typer so both vendored and plain Click work.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def error_line(message: str) -> None:
+    stderr.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Every user error, ours or Click's, ends as one line on stderr and exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = code if isinstance(code, int) else 0
+        except _ClickException as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) else ""
+            error_line(exc.format_message().replace("\n", " ") + hint)
+            code = 2
+        except DrawkitError as exc:
+            error_line(str(exc))
+            code = 2
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(cls=OneLineErrors, rich_markup_mode="rich", no_args_is_help=True, add_completion=False,
+                  help="DRAW and DCRW image generation, built from plugins.")
+
+
+@app.callback()
+def _startup() -> None:
+    """Report plugins that failed to load or clashed, once, before any command runs."""
+    from drawkit.registry import get_registry
+
+    for problem in get_registry().problems:
+        stderr.print(f"[yellow]Warning:[/] {problem}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="Registered dataset (see 'drawkit plugins').")] = "mnist",
+    encoder: Annotated[str, typer.Option(help="Registered encoder: lstm (DRAW), cnn (DCRW), ...")] = "lstm",
+    attention: Annotated[str, typer.Option(help="Registered attention: filterbank, none, ...")] = "filterbank",
+    glimpses: Annotated[int, typer.Option(help="T, read/write steps per image.")] = 64,
+    hidden: Annotated[int, typer.Option(help="LSTM units.")] = 256,
+    z_dim: Annotated[int, typer.Option(help="Latent size per glimpse.")] = 100,
+    read_size: Annotated[int, typer.Option(help="N of the N x N read window.")] = 2,
+    write_size: Annotated[int, typer.Option(help="N of the N x N write window.")] = 5,
+    binarize: Annotated[Optional[str], typer.Option(help="sample | threshold | none (default: the dataset's).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 100,
+    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 10,
+    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    clip: Annotated[float, typer.Option(help="Gradient norm clipping.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    data_dir: Annotated[Optional[str], typer.Option(help="Data root (else $DRAWKIT_DATA, else ~/.cache/drawkit).")] = None,
+    out: Annotated[str, typer.Option(help="Run folder: checkpoint.pt and metrics.jsonl go here.")] = "runs/draw",
+    log_every: Annotated[int, typer.Option(help="Steps between metrics lines.")] = 50,
+    val_images: Annotated[Optional[int], typer.Option(help="Validate on this many images (default: all).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Train DRAW on a dataset; writes OUT/checkpoint.pt and OUT/metrics.jsonl."""
+    from drawkit.model import DrawConfig
+    from drawkit.train import Interrupted, TrainConfig
+    from drawkit.train import train as run_training
+
+    model_config = DrawConfig(glimpses=glimpses, encoder=encoder, attention=attention, hidden=hidden, z_dim=z_dim,
+                              read_size=read_size, write_size=write_size)
+    config = TrainConfig(dataset=dataset, binarize=binarize, data_dir=data_dir, batch_size=batch_size, epochs=epochs,
+                         max_steps=max_steps, lr=lr, clip=clip, seed=seed, device=device, out=out,
+                         log_every=log_every, val_images=val_images)
+    try:
+        result = run_training(model_config, config, progress=progress)
+    except Interrupted as exc:
+        stderr.print(f"Interrupted: checkpoint saved to {exc.checkpoint}")
+        raise typer.Exit(130)
+    bound = f"; validation bound {result['nll_bound']:.2f} nats/image" if "nll_bound" in result else ""
+    typer.echo(f"trained {result['steps']} steps on {result['device']}{bound}; checkpoint {result['checkpoint']}")
+
+
+@app.command()
+def sample(
+    checkpoint: Annotated[str, typer.Option(help="checkpoint.pt (or its run folder).")],
+    n: Annotated[int, typer.Option(help="How many images.")] = 64,
+    out: Annotated[str, typer.Option(help="PNG grid to write.")] = "samples.png",
+    gif: Annotated[Optional[str], typer.Option(help="Also write a GIF of the canvas over the T glimpses.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    scale: Annotated[int, typer.Option(help="Upscale factor (nearest neighbour).")] = 2,
+    fps: Annotated[float, typer.Option(help="GIF frames per second.")] = 12,
+) -> None:
+    """Generate images from a trained model."""
+    from drawkit.sample import sample as run_sampling
+
+    written = run_sampling(checkpoint, n=n, out=out, gif=gif, seed=seed, device=device, scale=scale, fps=fps)
+    typer.echo("wrote " + ", ".join(written.values()))
+
+
+@app.command()
+def plugins() -> None:
+    """List every registered encoder, attention and dataset, and the package that provided it."""
+    from drawkit.plugins import broken
+    from drawkit.registry import get_registry
+
+    table = Table(title="drawkit plugins")
+    for column in ("kind", "name", "package", "plugin", "description"):
+        table.add_column(column)
+    for reg in get_registry().all():
+        package = f"{reg.package} {reg.version}".strip()
+        table.add_row(reg.kind, reg.name, package, reg.plugin, escape(reg.description))
+    for name, why in broken.items():
+        table.add_row("[red]broken[/]", name, "", name, escape(why))
+    Console(soft_wrap=False, width=max(Console().width, 120)).print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print drawkit's version."""
+    typer.echo(f"drawkit {__version__}")
+
+
+load_plugins()
+pm.hook.register_commands(cli=app)
+
+
+def main() -> None:
+    app()

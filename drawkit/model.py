@@ -1,0 +1,118 @@
+"""DRAW (Gregor et al. 2015), read top to bottom.
+
+The encoder and the attention (read/write) come from plugins; the decoder LSTM,
+the posterior Q(z|h_enc) and the additive canvas are DRAW itself and live here.
+"""
+from dataclasses import asdict, dataclass, field
+from typing import Callable, NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+
+from drawkit.losses import bernoulli_nll, gaussian_kl
+
+
+@dataclass
+class DrawConfig:
+    """Everything needed to rebuild a model; stored in every checkpoint."""
+
+    image_shape: tuple = (1, 28, 28)   # (channels, height, width) of the data
+    glimpses: int = 64                 # T: read/write steps per image
+    encoder: str = "lstm"              # registered encoder plugin
+    attention: str = "filterbank"      # registered attention plugin
+    hidden: int = 256                  # units of the decoder LSTM (and of a recurrent encoder)
+    z_dim: int = 100                   # latent size per glimpse
+    read_size: int = 2                 # N of the read filterbank (N x N glimpse)
+    write_size: int = 5                # N of the write filterbank
+    encoder_options: dict = field(default_factory=dict)    # extra keywords for the encoder factory
+    attention_options: dict = field(default_factory=dict)  # extra keywords for the attention factory
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["image_shape"] = list(self.image_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DrawConfig":
+        d = dict(d)
+        d["image_shape"] = tuple(d["image_shape"])
+        return cls(**d)
+
+
+class DrawOutput(NamedTuple):
+    reconstruction: torch.Tensor  # (B,) -log D(x | c_T), nats
+    kl: torch.Tensor              # (B, T) KL(Q(z_t) || N(0, I)) per glimpse, nats
+    canvas: torch.Tensor          # (B, C, H, W) final canvas logits c_T
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """Per-image negative variational bound (B,), nats."""
+        return self.reconstruction + self.kl.sum(1)
+
+
+class Draw(nn.Module):
+    def __init__(self, config: DrawConfig, encoder: nn.Module, attention: nn.Module):
+        super().__init__()
+        self.config = config
+        self.attention = attention  # read(x, x_hat, h_dec) -> glimpse; write(h_dec) -> canvas update
+        self.encoder = encoder      # (glimpse, h_dec, state) -> (h_enc, state)
+        self.posterior = nn.Linear(encoder.output_size, 2 * config.z_dim)  # -> (mu, log sigma^2)
+        self.decoder = nn.LSTMCell(config.z_dim, config.hidden)
+
+    def _zeros(self, batch: int, ref: torch.Tensor):
+        canvas = ref.new_zeros(batch, *self.config.image_shape)
+        h_dec = ref.new_zeros(batch, self.config.hidden)
+        return canvas, (h_dec, torch.zeros_like(h_dec))
+
+    def forward(self, x: torch.Tensor, noise: Optional[torch.Tensor] = None,
+                observe: Optional[Callable] = None) -> DrawOutput:
+        """x: (B, C, H, W) in [0, 1]. noise: optional (T, B, z_dim) standard normal draws.
+
+        ``observe(t, h_prev, h, canvas)`` is called after each glimpse (pictures of reading and writing).
+        """
+        batch = x.shape[0]
+        canvas, (h_dec, c_dec) = self._zeros(batch, x)
+        enc_state = self.encoder.initial_state(batch, x)
+        kls = []
+        for t in range(self.config.glimpses):
+            x_hat = x - torch.sigmoid(canvas)                       # error image
+            glimpse = self.attention.read(x, x_hat, h_dec)          # uses h_dec_{t-1}
+            h_enc, enc_state = self.encoder(glimpse, h_dec, enc_state)
+            mu, logvar = self.posterior(h_enc).chunk(2, dim=1)      # (B, z) each
+            eps = torch.randn_like(mu) if noise is None else noise[t]
+            z = mu + eps * torch.exp(0.5 * logvar)                  # reparameterisation
+            kls.append(gaussian_kl(mu, logvar))
+            h_prev = h_dec
+            h_dec, c_dec = self.decoder(z, (h_dec, c_dec))
+            canvas = canvas + self.attention.write(h_dec)           # uses h_dec_t
+            if observe is not None:
+                observe(t, h_prev, h_dec, canvas)
+        return DrawOutput(bernoulli_nll(canvas, x), torch.stack(kls, dim=1), canvas)
+
+    @torch.no_grad()
+    def generate(self, n: int, observe: Optional[Callable] = None) -> torch.Tensor:
+        """Draw n images from the prior: z_t ~ N(0, I), decoder only; sigmoid(c_T) as (n, C, H, W).
+
+        ``observe(t, h_prev, h, canvas)`` is called after each glimpse, as in ``forward``.
+        """
+        ref = next(self.parameters())
+        canvas, (h_dec, c_dec) = self._zeros(n, ref)
+        for t in range(self.config.glimpses):
+            z = torch.randn(n, self.config.z_dim, device=ref.device, dtype=ref.dtype)
+            h_prev = h_dec
+            h_dec, c_dec = self.decoder(z, (h_dec, c_dec))
+            canvas = canvas + self.attention.write(h_dec)
+            if observe is not None:
+                observe(t, h_prev, h_dec, canvas)
+        return torch.sigmoid(canvas)
+
+
+def build_model(config: DrawConfig, registry) -> Draw:
+    """Assemble DRAW from the encoder and attention plugins the config names."""
+    attention = registry.get("attention", config.attention).factory(
+        image_shape=tuple(config.image_shape), hidden_size=config.hidden,
+        read_size=config.read_size, write_size=config.write_size, **config.attention_options)
+    encoder = registry.get("encoder", config.encoder).factory(
+        glimpse_shape=tuple(attention.glimpse_shape), decoder_size=config.hidden,
+        hidden_size=config.hidden, **config.encoder_options)
+    return Draw(config, encoder, attention)
