@@ -3,13 +3,18 @@
 The encoder and the attention (read/write) come from plugins; the decoder LSTM,
 the posterior Q(z|h_enc) and the additive canvas are DRAW itself and live here.
 """
-from dataclasses import asdict, dataclass, field
+import inspect
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 
+from drawkit.errors import DrawkitError
 from drawkit.losses import bernoulli_nll, gaussian_kl
+
+#: used when neither the user nor the encoder/attention plugin sets a window size (the paper's MNIST model)
+FALLBACK_SIZES = {"read_size": 2, "write_size": 5}
 
 
 @dataclass
@@ -22,8 +27,8 @@ class DrawConfig:
     attention: str = "filterbank"      # registered attention plugin
     hidden: int = 256                  # units of the decoder LSTM (and of a recurrent encoder)
     z_dim: int = 100                   # latent size per glimpse
-    read_size: int = 2                 # N of the read filterbank (N x N glimpse)
-    write_size: int = 5                # N of the write filterbank
+    read_size: Optional[int] = None    # N of the read window; None: the plugins' default, else 2
+    write_size: Optional[int] = None   # N of the write window; None: the plugins' default, else 5
     encoder_options: dict = field(default_factory=dict)    # extra keywords for the encoder factory
     attention_options: dict = field(default_factory=dict)  # extra keywords for the attention factory
 
@@ -107,12 +112,36 @@ class Draw(nn.Module):
         return torch.sigmoid(canvas)
 
 
+def resolve_config(config: DrawConfig, registry) -> DrawConfig:
+    """Fill unset window sizes from the plugins' defaults (encoder first), then the paper's."""
+    filled = {}
+    for field_name, fallback in FALLBACK_SIZES.items():
+        if getattr(config, field_name) is None:
+            preferred = [registry.get(kind, getattr(config, kind)).defaults.get(field_name)
+                         for kind in ("encoder", "attention")]
+            filled[field_name] = next((v for v in preferred if v is not None), fallback)
+    return replace(config, **filled)
+
+
+def _call_factory(registration, options: dict, **required):
+    """Call a plugin factory, turning an option it does not take into a one-line user error."""
+    params = inspect.signature(registration.factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    accepted = [n for n in params if n not in required and params[n].kind is not inspect.Parameter.VAR_KEYWORD]
+    unknown = [k for k in options if k not in params and not takes_any]
+    if unknown:
+        raise DrawkitError(f"{registration.kind} '{registration.name}' has no option '{unknown[0]}'; "
+                           f"its options: {', '.join(accepted) or 'none'}")
+    return registration.factory(**required, **options)
+
+
 def build_model(config: DrawConfig, registry) -> Draw:
     """Assemble DRAW from the encoder and attention plugins the config names."""
-    attention = registry.get("attention", config.attention).factory(
-        image_shape=tuple(config.image_shape), hidden_size=config.hidden,
-        read_size=config.read_size, write_size=config.write_size, **config.attention_options)
-    encoder = registry.get("encoder", config.encoder).factory(
-        glimpse_shape=tuple(attention.glimpse_shape), decoder_size=config.hidden,
-        hidden_size=config.hidden, **config.encoder_options)
+    config = resolve_config(config, registry)
+    attention = _call_factory(registry.get("attention", config.attention), config.attention_options,
+                              image_shape=tuple(config.image_shape), hidden_size=config.hidden,
+                              read_size=config.read_size, write_size=config.write_size)
+    encoder = _call_factory(registry.get("encoder", config.encoder), config.encoder_options,
+                            glimpse_shape=tuple(attention.glimpse_shape), decoder_size=config.hidden,
+                            hidden_size=config.hidden)
     return Draw(config, encoder, attention)

@@ -18,6 +18,7 @@ class Registration:
     package: str
     version: str
     description: str
+    defaults: dict  # DrawConfig fields this plugin prefers when the user leaves them unset (e.g. read_size)
 
 
 @dataclass
@@ -43,7 +44,7 @@ class Registry:
 def _make_register(registry: Registry, kind: str, plugin: str):
     source = source_of(plugin)
 
-    def register(name: str, factory: Callable, description: str = "") -> None:
+    def register(name: str, factory: Callable, description: str = "", defaults: dict = None) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"{kind} name must be a non-empty string, got {name!r}")
         if not callable(factory):
@@ -55,7 +56,7 @@ def _make_register(registry: Registry, kind: str, plugin: str):
                 f"already registered by plugin '{taken.plugin}' ({taken.package})")
             return
         registry.entries[kind][name] = Registration(
-            kind, name, factory, plugin, source.package, source.version, description)
+            kind, name, factory, plugin, source.package, source.version, description, dict(defaults or {}))
 
     return register
 

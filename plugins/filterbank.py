@@ -4,6 +4,7 @@ Coordinates are the paper's: pixels are numbered 1..A across and 1..B down, and 
 centre g~ = 0 lands on the middle of the image. Read uses the previous decoder state,
 write the current one; each has its own linear map to (g~x, g~y, log sigma^2, log delta~, log gamma).
 """
+import math
 from typing import NamedTuple
 
 import torch
@@ -70,6 +71,19 @@ class FilterbankAttention(nn.Module):
         self.write_params = nn.Linear(hidden_size, 5)
         self.write_content = nn.Linear(hidden_size, self.channels * write_size * write_size)
         self.glimpse_shape = (2 * self.channels, read_size, read_size)  # x and x_hat, stacked
+        for linear, size in ((self.read_params, read_size), (self.write_params, write_size)):
+            self._start_blurred(linear, size)
+
+    def _start_blurred(self, linear: nn.Linear, size: int) -> None:
+        """Start each window over the whole image with sigma = stride / 2, so neighbouring filters meet.
+
+        The paper leaves initialisation open. With sigma = 1 pixel, as a zero bias gives, the first
+        windows see and paint isolated pixels, and small-read models (2 x 2) sit at the mean image
+        for thousands of steps; tiled filters give the encoder a blurred view from the first step.
+        """
+        stride = (max(self.width, self.height) - 1) / max(size - 1, 1)
+        with torch.no_grad():
+            linear.bias[2] = 2 * math.log(stride / 2)  # log sigma^2; centre and log delta~ stay 0
 
     def window(self, h_dec: torch.Tensor, which: str) -> Window:
         """The read window (from h_dec_{t-1}) or write window (from h_dec_t), for drawing boxes."""
