@@ -1,4 +1,5 @@
 """The ``drawkit`` command: thin Typer wrappers over plain functions, errors as one line."""
+import json
 import sys
 from typing import Annotated, Optional
 
@@ -17,7 +18,7 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 
 
 def error_line(message: str) -> None:
-    stderr.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    stderr.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 class OneLineErrors(typer.core.TyperGroup):
@@ -37,6 +38,20 @@ class OneLineErrors(typer.core.TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def parse_options(pairs: Optional[list[str]], option: str) -> dict:
+    """KEY=VALUE pairs; VALUE is read as JSON when it parses (3, 0.5, [5, 3], true), else kept as text."""
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise DrawkitError(f"{option} expects KEY=VALUE, got '{pair}'")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options
 
 
 app = typer.Typer(cls=OneLineErrors, rich_markup_mode="rich", no_args_is_help=True, add_completion=False,
@@ -60,8 +75,10 @@ def train(
     glimpses: Annotated[int, typer.Option(help="T, read/write steps per image.")] = 64,
     hidden: Annotated[int, typer.Option(help="LSTM units.")] = 256,
     z_dim: Annotated[int, typer.Option(help="Latent size per glimpse.")] = 100,
-    read_size: Annotated[int, typer.Option(help="N of the N x N read window.")] = 2,
-    write_size: Annotated[int, typer.Option(help="N of the N x N write window.")] = 5,
+    read_size: Annotated[Optional[int], typer.Option(help="N of the N x N read window (default: the plugins' choice, else 2).")] = None,
+    write_size: Annotated[Optional[int], typer.Option(help="N of the N x N write window (default: the plugins' choice, else 5).")] = None,
+    encoder_opt: Annotated[Optional[list[str]], typer.Option(help="Encoder option KEY=VALUE (repeatable).")] = None,
+    attention_opt: Annotated[Optional[list[str]], typer.Option(help="Attention option KEY=VALUE (repeatable).")] = None,
     binarize: Annotated[Optional[str], typer.Option(help="sample | threshold | none (default: the dataset's).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 100,
     epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 10,
@@ -82,7 +99,9 @@ def train(
     from drawkit.train import train as run_training
 
     model_config = DrawConfig(glimpses=glimpses, encoder=encoder, attention=attention, hidden=hidden, z_dim=z_dim,
-                              read_size=read_size, write_size=write_size)
+                              read_size=read_size, write_size=write_size,
+                              encoder_options=parse_options(encoder_opt, "--encoder-opt"),
+                              attention_options=parse_options(attention_opt, "--attention-opt"))
     config = TrainConfig(dataset=dataset, binarize=binarize, data_dir=data_dir, batch_size=batch_size, epochs=epochs,
                          max_steps=max_steps, lr=lr, clip=clip, seed=seed, device=device, out=out,
                          log_every=log_every, val_images=val_images)
@@ -105,11 +124,14 @@ def sample(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     scale: Annotated[int, typer.Option(help="Upscale factor (nearest neighbour).")] = 2,
     fps: Annotated[float, typer.Option(help="GIF frames per second.")] = 12,
+    hold_last: Annotated[int, typer.Option(help="GIF: extra frames showing the finished images.")] = 12,
+    loop: Annotated[int, typer.Option(help="GIF: how many times it plays; 0 = forever.")] = 0,
 ) -> None:
     """Generate images from a trained model."""
     from drawkit.sample import sample as run_sampling
 
-    written = run_sampling(checkpoint, n=n, out=out, gif=gif, seed=seed, device=device, scale=scale, fps=fps)
+    written = run_sampling(checkpoint, n=n, out=out, gif=gif, seed=seed, device=device, scale=scale, fps=fps,
+                           hold_last=hold_last, loop=loop)
     typer.echo("wrote " + ", ".join(written.values()))
 
 
@@ -134,6 +156,71 @@ def plugins() -> None:
 def version() -> None:
     """Print drawkit's version."""
     typer.echo(f"drawkit {__version__}")
+
+
+@app.command()
+def reconstruct(
+    checkpoint: Annotated[str, typer.Option(help="checkpoint.pt (or its run folder).")],
+    n: Annotated[int, typer.Option(help="How many images (the first n of --split).")] = 16,
+    out: Annotated[str, typer.Option(help="PNG to write.")] = "reconstructions.png",
+    split: Annotated[str, typer.Option(help="test | train | valid")] = "test",
+    indices: Annotated[Optional[str], typer.Option(help="Images of --split by number, e.g. 3,17,42.")] = None,
+    image: Annotated[Optional[list[str]], typer.Option(help="A picture file of any size (repeatable).")] = None,
+    invert: Annotated[bool, typer.Option(help="--image is dark on light: invert it.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed (binarization and z).")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    scale: Annotated[int, typer.Option(help="Upscale factor (nearest neighbour).")] = 3,
+    data_dir: Annotated[Optional[str], typer.Option(help="Data root (else the run's, $DRAWKIT_DATA, ...).")] = None,
+) -> None:
+    """Each input beside its reconstruction sigmoid(c_T)."""
+    from drawkit.reconstruct import reconstruct as run_reconstruct
+
+    result = run_reconstruct(checkpoint, n=n, out=out, split=split, indices=indices, images=image or (),
+                             invert=invert, seed=seed, device=device, scale=scale, data_dir=data_dir)
+    images = f"{result['images']} image{'s' if result['images'] != 1 else ''}"
+    typer.echo(f"wrote {result['png']} ({images}, mean bound {result['bound']:.2f} nats/image)")
+
+
+@app.command()
+def visualize_attention(
+    checkpoint: Annotated[str, typer.Option(help="checkpoint.pt (or its run folder).")],
+    out: Annotated[str, typer.Option(help="GIF to write.")] = "attention.gif",
+    n: Annotated[int, typer.Option(help="How many images (the first n of --split, or samples).")] = 16,
+    split: Annotated[str, typer.Option(help="test | train | valid")] = "test",
+    indices: Annotated[Optional[str], typer.Option(help="Images of --split by number, e.g. 3,17,42.")] = None,
+    image: Annotated[Optional[list[str]], typer.Option(help="A picture file of any size (repeatable).")] = None,
+    invert: Annotated[bool, typer.Option(help="--image is dark on light: invert it.")] = False,
+    generate: Annotated[bool, typer.Option(help="Trace generation from the prior: write box only.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed (binarization and z).")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    scale: Annotated[int, typer.Option(help="Upscale factor (nearest neighbour).")] = 3,
+    fps: Annotated[float, typer.Option(help="Frames (glimpses) per second.")] = 12,
+    loop: Annotated[int, typer.Option(help="How many times the GIF plays; 0 = forever.")] = 0,
+    hold_last: Annotated[int, typer.Option(help="Extra frames showing the final canvas.")] = 12,
+    strip: Annotated[Optional[str], typer.Option(help="Also a PNG: every glimpse in one row, a row per input.")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="Data root (else the run's, $DRAWKIT_DATA, ...).")] = None,
+) -> None:
+    """GIF of DRAW reading (read box on the input) and writing (write box on the canvas), one frame per glimpse."""
+    from drawkit.visualize import visualize_attention as run_visualize
+
+    result = run_visualize(checkpoint, out=out, n=n, split=split, indices=indices, images=image or (),
+                           invert=invert, generate=generate, seed=seed, device=device, scale=scale, fps=fps,
+                           loop=loop, hold_last=hold_last, strip=strip, data_dir=data_dir)
+    if result["note"]:
+        stderr.print(f"[yellow]Note:[/] {escape(result['note'])}", highlight=False, soft_wrap=True)
+    strip_note = f" and {result['strip']}" if "strip" in result else ""
+    typer.echo(f"wrote {result['gif']} ({result['frames']} frames){strip_note}")
+
+
+@app.command()
+def plot(
+    run: Annotated[str, typer.Option(help="Run folder (the --out of 'drawkit train').")],
+    out: Annotated[Optional[str], typer.Option(help="PNG to write (default: RUN/curves.png).")] = None,
+) -> None:
+    """Loss curves: train and validation bound (nats/image) per step, from RUN/metrics.jsonl."""
+    from drawkit.curves import plot_curves
+
+    typer.echo(f"wrote {plot_curves(run, out)}")
 
 
 load_plugins()

@@ -14,7 +14,7 @@ from drawkit.data import BINARIZE_MODES, Batches, binarize, fixed_binarization, 
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError
 from drawkit.interrupts import stop_requests
-from drawkit.model import DrawConfig, build_model
+from drawkit.model import DrawConfig, build_model, resolve_config
 from drawkit.outputs import output_dir
 from drawkit.progress import stderr, training_progress
 from drawkit.registry import get_registry
@@ -45,8 +45,12 @@ class Interrupted(Exception):
         self.checkpoint = checkpoint
 
 
-def check_config(model_config: DrawConfig, config: TrainConfig, registry) -> None:
-    """Refuse bad values up front, with the option name and what would be accepted."""
+def check_config(model_config: DrawConfig, config: TrainConfig, registry) -> DrawConfig:
+    """Refuse bad values up front, with the option name and what would be accepted; returns the resolved config."""
+    for kind in ("encoder", "attention"):
+        registry.get(kind, getattr(model_config, kind))
+    registry.get("dataset", config.dataset)
+    model_config = resolve_config(model_config, registry)
     positive = {"--glimpses": model_config.glimpses, "--hidden": model_config.hidden, "--z-dim": model_config.z_dim,
                 "--batch-size": config.batch_size, "--epochs": config.epochs, "--log-every": config.log_every}
     if model_config.attention != "none":
@@ -63,15 +67,13 @@ def check_config(model_config: DrawConfig, config: TrainConfig, registry) -> Non
         raise DrawkitError(f"--clip must be a positive number, got {config.clip}")
     if config.binarize is not None and config.binarize not in BINARIZE_MODES:
         raise DrawkitError(f"unknown --binarize '{config.binarize}'; choose one of: {', '.join(BINARIZE_MODES)}")
-    for kind in ("encoder", "attention"):
-        registry.get(kind, getattr(model_config, kind))
-    registry.get("dataset", config.dataset)
+    return model_config
 
 
 def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True) -> dict:
     """Train DRAW, validating each epoch; returns the last metrics and the checkpoint path."""
     registry = get_registry()
-    check_config(model_config, config, registry)
+    model_config = check_config(model_config, config, registry)
     device = resolve_device(config.device)
     out = output_dir(config.out, "--out")
     torch.manual_seed(config.seed)
@@ -139,4 +141,6 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True) 
             stderr.print(f"epoch {epoch}: validation bound {bound['nll_bound']:.2f} nats/image "
                          f"(rec {bound['reconstruction']:.2f}, kl {bound['kl']:.2f})")
             save(step, epoch, last)
+    from drawkit.curves import curves_after_training  # matplotlib is optional: a hint, not a failure
+    curves_after_training(out)
     return {**last, "checkpoint": str(checkpoint), "steps": step, "device": str(device)}

@@ -1,0 +1,107 @@
+"""The loss-curve picture: train and validation bound (nats/image) per step, from a run's metrics.jsonl.
+
+matplotlib is an optional extra (``pip install 'drawkit[plot]'``); it is imported only here, and
+drawn through its Agg canvas so no window or global backend is involved.
+"""
+import json
+from pathlib import Path
+from typing import Optional
+
+from rich.markup import escape
+
+from drawkit.errors import DrawkitError
+from drawkit.outputs import atomic_write, output_path
+from drawkit.progress import stderr
+
+METRICS = "metrics.jsonl"
+CURVES = "curves.png"
+HINT = "loss curves need matplotlib: pip install 'drawkit[plot]'"
+
+
+class PlottingUnavailable(DrawkitError):
+    """matplotlib is not installed."""
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of the latest run in ``path``; a run that reused the folder restarts at a lower step."""
+    if not path.is_file():
+        raise DrawkitError(f"{path} not found; pass --run a folder written by 'drawkit train --out DIR'")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise DrawkitError(f"{path} line {number} is not JSON; was it written by 'drawkit train'?") from None
+        if records and record.get("step", 0) < records[-1].get("step", 0):
+            records = []  # an earlier run in the same folder: keep only the latest
+        records.append(record)
+    return records
+
+
+def _series(records: list[dict], split: str, key: str) -> tuple[list, list]:
+    points = [(r["step"], r[key]) for r in records if r.get("split") == split and key in r and "step" in r]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def plot_curves(run, out: Optional[str] = None) -> Path:
+    """Write RUN/curves.png (or ``out``): train bound per logged step, validation bound per epoch."""
+    try:
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlottingUnavailable(HINT) from None
+    run = Path(run).expanduser()
+    if not run.is_dir():
+        raise DrawkitError(f"--run {run} is not a folder; pass the --out folder of 'drawkit train'")
+    records = read_metrics(run / METRICS)
+    train_steps, train_bound = _series(records, "train", "loss")
+    valid_steps, valid_bound = _series(records, "valid", "nll_bound")
+    if not train_steps and not valid_steps:
+        raise DrawkitError(f"{run / METRICS} has no train or validation records yet; train longer, then plot")
+    out = output_path(out or run / CURVES, "--out")
+
+    with matplotlib.rc_context({"font.size": 9}):
+        figure = Figure(figsize=(6, 3.6), dpi=120, layout="constrained")
+        FigureCanvasAgg(figure)
+        ax = figure.add_subplot()
+        if train_steps:
+            ax.plot(train_steps, train_bound, color="#0072B2", linewidth=1.2, label="train (batch)")
+        if valid_steps:
+            ax.plot(valid_steps, valid_bound, color="#D55E00", marker="o", markersize=4, linewidth=1.5,
+                    label=f"validation (last {valid_bound[-1]:.2f})")
+        ax.set_xlabel("step")
+        ax.set_ylabel("bound on -log p(x), nats/image")
+        ax.set_title(f"{run.name}: -log p(x) bound (lower is better)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        _zoom_past_start(ax, train_bound + valid_bound)
+        with atomic_write(out) as tmp:
+            figure.savefig(tmp, format="png")
+    return out
+
+
+def _zoom_past_start(ax, values: list[float]) -> None:
+    """The first steps' losses are many times the final ones; cap the y axis so the end stays readable."""
+    if len(values) > 4:
+        ordered = sorted(values)
+        low, high = ordered[0], ordered[int(0.9 * (len(ordered) - 1))]
+        if ordered[-1] > high + 2 * (high - low):
+            ax.set_ylim(low - 0.05 * (high - low), high + 0.5 * (high - low))
+
+
+def curves_after_training(run) -> Optional[Path]:
+    """What ``drawkit train`` calls at the end: the picture if it can be drawn, else a one-line hint."""
+    try:
+        path = plot_curves(run)
+    except DrawkitError as exc:
+        stderr.print(f"[yellow]Note:[/] no {CURVES}: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return None
+    except Exception as exc:  # a picture must never fail a finished training run
+        stderr.print(f"[yellow]Note:[/] no {CURVES}: plotting failed ({type(exc).__name__}: {escape(str(exc))})",
+                     highlight=False, soft_wrap=True)
+        return None
+    stderr.print(f"loss curves: {escape(str(path))}", highlight=False, soft_wrap=True)
+    return path

@@ -1,0 +1,69 @@
+"""Choosing the images a picture command feeds the model: from the checkpoint's data set, or files.
+
+Inputs are binarized the way the checkpoint's training was (its ``train_config.binarize``),
+with a fixed seed, so the same command shows the same pixels every time.
+"""
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from drawkit.data import SPLITS, fixed_binarization, load_split
+from drawkit.errors import DrawkitError
+from drawkit.images import load_image
+
+
+def parse_indices(text: Optional[str]) -> Optional[list[int]]:
+    """'3,17,42' -> [3, 17, 42]."""
+    if text is None:
+        return None
+    try:
+        indices = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise DrawkitError(f"--indices expects whole numbers separated by commas, such as 3,17,42; "
+                           f"got '{text}'") from None
+    if not indices:
+        raise DrawkitError("--indices is empty; give whole numbers separated by commas, such as 3,17,42")
+    return indices
+
+
+def _trained_data_dir(train_config: dict) -> Optional[str]:
+    """The --data-dir training used, when it exists here; else None ($DRAWKIT_DATA or the default cache)."""
+    path = train_config.get("data_dir")
+    return path if path and Path(path).expanduser().is_dir() else None
+
+
+def choose_inputs(payload: dict, registry, image_shape: tuple, n: int = 16, split: str = "test",
+                  indices: Optional[str] = None, images: Sequence[str] = (), invert: bool = False,
+                  seed: int = 0, data_dir: Optional[str] = None) -> torch.Tensor:
+    """(B, C, H, W) in the model's input form: ``images`` files, else ``indices`` of ``split``, else its first n."""
+    train_config = payload.get("train_config", {})
+    mode = train_config.get("binarize") or "none"
+    if images:
+        if indices is not None:
+            raise DrawkitError("give either --image or --indices, not both")
+        x = torch.stack([load_image(path, image_shape, invert) for path in images])
+        return fixed_binarization(x, mode, seed)
+    if invert:
+        raise DrawkitError("--invert applies to --image files only")
+    if split not in SPLITS:
+        raise DrawkitError(f"unknown --split '{split}'; choose one of: {', '.join(SPLITS)}")
+    chosen = parse_indices(indices)
+    if chosen is None and n < 1:
+        raise DrawkitError(f"--n must be a positive whole number, got {n}")
+    name = train_config.get("dataset")
+    if not name:
+        raise DrawkitError("this checkpoint does not name the data set it was trained on; pass --image FILE")
+    dataset = registry.get("dataset", name).factory()
+    data = load_split(dataset, name, split, data_dir or _trained_data_dir(train_config))
+    if tuple(data.shape[1:]) != tuple(image_shape):
+        raise DrawkitError(f"data set '{name}' has images of shape {tuple(data.shape[1:])} but the model takes "
+                           f"{tuple(image_shape)}; pass --image FILE")
+    if chosen is None:
+        chosen = list(range(min(n, len(data))))
+    bad = [i for i in chosen if not 0 <= i < len(data)]
+    if bad:
+        raise DrawkitError(f"--indices {bad[0]} is out of range: the {split} split of '{name}' has "
+                           f"{len(data)} images (0..{len(data) - 1})")
+    x = data[torch.tensor(chosen)]
+    return fixed_binarization(x, mode, seed)

@@ -1,0 +1,94 @@
+"""The loss-curve picture: drawn from metrics.jsonl with matplotlib, a one-line hint without it."""
+import json
+import os
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+from typer.testing import CliRunner
+
+from drawkit.cli import app
+from drawkit.curves import curves_after_training, plot_curves, read_metrics
+
+runner = CliRunner()
+
+
+def write_metrics(run: Path, runs: int = 1) -> Path:
+    run.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for _ in range(runs):  # a reused folder holds earlier runs too
+        for step in (50, 100, 150):
+            lines.append({"split": "train", "step": step, "epoch": 1, "loss": 300 - step})
+        lines.append({"split": "valid", "step": 150, "epoch": 1, "nll_bound": 160.0, "n_images": 10})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return run
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch):
+    """Make ``import matplotlib`` fail, as when the [plot] extra is not installed."""
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_plot_writes_curves_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = write_metrics(tmp_path / "run")
+    result = runner.invoke(app, ["plot", "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    picture = iio.imread(run / "curves.png")
+    assert picture.ndim == 3 and picture.shape[1] > 300
+
+
+def test_plot_to_another_file(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = plot_curves(write_metrics(tmp_path / "run"), out=str(tmp_path / "pics" / "c.png"))
+    assert out.is_file()
+
+
+def test_only_the_latest_run_is_read(tmp_path):
+    records = read_metrics(write_metrics(tmp_path / "run", runs=2) / "metrics.jsonl")
+    assert [r["step"] for r in records] == [50, 100, 150, 150]
+
+
+def test_without_matplotlib_a_one_line_hint(tmp_path, no_matplotlib):
+    run = write_metrics(tmp_path / "run")
+    result = runner.invoke(app, ["plot", "--run", str(run)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "pip install 'drawkit[plot]'" in lines[0]
+    assert not (run / "curves.png").exists()
+
+
+def test_training_skips_the_picture_with_a_hint(tmp_path, no_matplotlib, capsys):
+    assert curves_after_training(write_metrics(tmp_path / "run")) is None
+    err = capsys.readouterr().err
+    assert "drawkit[plot]" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_without_matplotlib_still_finishes(tmp_path, no_matplotlib, monkeypatch):
+    if not os.environ.get("DRAWKIT_DATA"):
+        monkeypatch.setenv("DRAWKIT_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    monkeypatch.setenv("DRAWKIT_OFFLINE", "1")
+    if not (Path(os.environ["DRAWKIT_DATA"]) / "MNIST").is_dir():
+        pytest.skip("MNIST is not in $DRAWKIT_DATA")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--glimpses", "2", "--hidden", "8", "--z-dim", "2", "--max-steps", "1",
+                                 "--batch-size", "8", "--val-images", "8", "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "drawkit[plot]" in result.stderr
+    assert (out / "checkpoint.pt").is_file() and not (out / "curves.png").exists()
+
+
+@pytest.mark.parametrize("setup", ["missing_run", "no_metrics", "bad_json"])
+def test_plot_errors_are_one_line(tmp_path, setup):
+    run = tmp_path / "run"
+    if setup != "missing_run":
+        run.mkdir()
+    if setup == "bad_json":
+        (run / "metrics.jsonl").write_text("{not json\n")
+    result = runner.invoke(app, ["plot", "--run", str(run)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
