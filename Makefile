@@ -22,9 +22,12 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(BIN)/drawkit train --dataset mnist --attention filterbank --glimpses 16 --hidden 128 --z-dim 16 \
-		--read-size 2 --write-size 5 --batch-size 64 --max-steps 2500 --val-images 2000 --out $(RUN)
+		--read-size 5 --write-size 5 --batch-size 64 --max-steps 3000 --val-images 2000 --log-every 100 --out $(RUN)
 	$(BIN)/drawkit sample --checkpoint $(RUN) --n 64 --out $(RUN)/samples.png --gif $(RUN)/generation.gif
-	@echo "Pictures are in $(RUN)/: samples.png, generation.gif"
+	$(BIN)/drawkit visualize-attention --checkpoint $(RUN) --n 8 --out $(RUN)/attention.gif --strip $(RUN)/attention_strip.png
+	$(BIN)/drawkit visualize-attention --checkpoint $(RUN) --generate --n 8 --out $(RUN)/generation_boxes.gif
+	$(BIN)/drawkit reconstruct --checkpoint $(RUN) --n 16 --out $(RUN)/reconstructions.png
+	@echo "Pictures in $(RUN)/: samples.png generation.gif attention.gif attention_strip.png generation_boxes.gif reconstructions.png curves.png"
 
 test: install
 	$(BIN)/python -m pytest -q || [ $$? -eq 5 ]

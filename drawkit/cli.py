@@ -70,6 +70,7 @@ def _startup() -> None:
 @app.command()
 def train(
     dataset: Annotated[str, typer.Option(help="Registered dataset (see 'drawkit plugins').")] = "mnist",
+    dataset_opt: Annotated[Optional[list[str]], typer.Option(help="Dataset option KEY=VALUE (repeatable).")] = None,
     encoder: Annotated[str, typer.Option(help="Registered encoder: lstm (DRAW), cnn (DCRW), ...")] = "lstm",
     attention: Annotated[str, typer.Option(help="Registered attention: filterbank, none, ...")] = "filterbank",
     glimpses: Annotated[int, typer.Option(help="T, read/write steps per image.")] = 64,
@@ -102,7 +103,8 @@ def train(
                               read_size=read_size, write_size=write_size,
                               encoder_options=parse_options(encoder_opt, "--encoder-opt"),
                               attention_options=parse_options(attention_opt, "--attention-opt"))
-    config = TrainConfig(dataset=dataset, binarize=binarize, data_dir=data_dir, batch_size=batch_size, epochs=epochs,
+    config = TrainConfig(dataset=dataset, dataset_options=parse_options(dataset_opt, "--dataset-opt"),
+                         binarize=binarize, data_dir=data_dir, batch_size=batch_size, epochs=epochs,
                          max_steps=max_steps, lr=lr, clip=clip, seed=seed, device=device, out=out,
                          log_every=log_every, val_images=val_images)
     try:

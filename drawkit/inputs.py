@@ -54,7 +54,7 @@ def choose_inputs(payload: dict, registry, image_shape: tuple, n: int = 16, spli
     name = train_config.get("dataset")
     if not name:
         raise DrawkitError("this checkpoint does not name the data set it was trained on; pass --image FILE")
-    dataset = registry.get("dataset", name).factory()
+    dataset = registry.get("dataset", name).create(train_config.get("dataset_options"))
     data = load_split(dataset, name, split, data_dir or _trained_data_dir(train_config))
     if tuple(data.shape[1:]) != tuple(image_shape):
         raise DrawkitError(f"data set '{name}' has images of shape {tuple(data.shape[1:])} but the model takes "

@@ -3,14 +3,12 @@
 The encoder and the attention (read/write) come from plugins; the decoder LSTM,
 the posterior Q(z|h_enc) and the additive canvas are DRAW itself and live here.
 """
-import inspect
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 
-from drawkit.errors import DrawkitError
 from drawkit.losses import bernoulli_nll, gaussian_kl
 
 #: used when neither the user nor the encoder/attention plugin sets a window size (the paper's MNIST model)
@@ -123,25 +121,13 @@ def resolve_config(config: DrawConfig, registry) -> DrawConfig:
     return replace(config, **filled)
 
 
-def _call_factory(registration, options: dict, **required):
-    """Call a plugin factory, turning an option it does not take into a one-line user error."""
-    params = inspect.signature(registration.factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    accepted = [n for n in params if n not in required and params[n].kind is not inspect.Parameter.VAR_KEYWORD]
-    unknown = [k for k in options if k not in params and not takes_any]
-    if unknown:
-        raise DrawkitError(f"{registration.kind} '{registration.name}' has no option '{unknown[0]}'; "
-                           f"its options: {', '.join(accepted) or 'none'}")
-    return registration.factory(**required, **options)
-
-
 def build_model(config: DrawConfig, registry) -> Draw:
     """Assemble DRAW from the encoder and attention plugins the config names."""
     config = resolve_config(config, registry)
-    attention = _call_factory(registry.get("attention", config.attention), config.attention_options,
-                              image_shape=tuple(config.image_shape), hidden_size=config.hidden,
-                              read_size=config.read_size, write_size=config.write_size)
-    encoder = _call_factory(registry.get("encoder", config.encoder), config.encoder_options,
-                            glimpse_shape=tuple(attention.glimpse_shape), decoder_size=config.hidden,
-                            hidden_size=config.hidden)
+    attention = registry.get("attention", config.attention).create(
+        config.attention_options, image_shape=tuple(config.image_shape), hidden_size=config.hidden,
+        read_size=config.read_size, write_size=config.write_size)
+    encoder = registry.get("encoder", config.encoder).create(
+        config.encoder_options, glimpse_shape=tuple(attention.glimpse_shape), decoder_size=config.hidden,
+        hidden_size=config.hidden)
     return Draw(config, encoder, attention)

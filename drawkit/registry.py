@@ -1,4 +1,5 @@
 """Collect what plugins register, remembering which plugin supplied each name."""
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -19,6 +20,19 @@ class Registration:
     version: str
     description: str
     defaults: dict  # DrawConfig fields this plugin prefers when the user leaves them unset (e.g. read_size)
+
+    def create(self, options: dict = None, **required):
+        """Call the factory; an option it does not take is a one-line user error listing the ones it does."""
+        options = dict(options or {})
+        params = inspect.signature(self.factory).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        unknown = [k for k in options if k not in params and not takes_any]
+        if unknown:
+            accepted = [n for n, p in params.items()
+                        if n not in required and p.kind is not inspect.Parameter.VAR_KEYWORD]
+            raise DrawkitError(f"{self.kind} '{self.name}' has no option '{unknown[0]}'; "
+                               f"its options: {', '.join(accepted) or 'none'}")
+        return self.factory(**required, **options)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +23,7 @@ from drawkit.registry import get_registry
 @dataclass
 class TrainConfig:
     dataset: str = "mnist"
+    dataset_options: dict = field(default_factory=dict)  # keywords for the dataset factory (--dataset-opt)
     binarize: Optional[str] = None      # None: the dataset's default (dynamic 'sample' for MNIST)
     data_dir: Optional[str] = None
     batch_size: int = 100
@@ -78,7 +79,7 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True) 
     out = output_dir(config.out, "--out")
     torch.manual_seed(config.seed)
 
-    dataset = registry.get("dataset", config.dataset).factory()
+    dataset = registry.get("dataset", config.dataset).create(config.dataset_options)
     mode = config.binarize or getattr(dataset, "default_binarize", "none")
     train_images = load_split(dataset, config.dataset, "train", config.data_dir).to(device)
     valid_images = load_split(dataset, config.dataset, "valid", config.data_dir)[:config.val_images]
