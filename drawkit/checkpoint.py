@@ -1,4 +1,6 @@
 """Checkpoints: a plain dict (nanoGPT style) with the model config and the plugins that built it."""
+import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +13,7 @@ from drawkit.outputs import atomic_write
 FORMAT = "drawkit-checkpoint"
 VERSION = 1
 FILENAME = "checkpoint.pt"
+BEST = "best.pt"
 
 
 def plugin_record(registry, kind: str, name: str) -> dict:
@@ -29,6 +32,37 @@ def save_checkpoint(path: Path, model: Draw, plugins: dict, **state) -> Path:
         raise DrawkitError(f"could not write checkpoint {path}: {exc.strerror or exc}; "
                            f"the previous checkpoint is untouched") from None
     return Path(path)
+
+
+def _point(name: Path, target: Path) -> None:
+    """Make ``name`` the same file as ``target`` (a hard link, else a copy), replacing it atomically."""
+    tmp = name.with_name(f".{name.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+    except OSError:
+        shutil.copyfile(target, tmp)
+    os.replace(tmp, name)
+
+
+class CheckpointWriter:
+    """OUT/checkpoint-<step>.pt for the last ``keep`` saves; checkpoint.pt is the newest, best.pt the best."""
+
+    def __init__(self, out: Path, keep: int = 3):
+        self.out, self.keep = Path(out), max(1, keep)
+
+    def save(self, model: Draw, plugins: dict, step: int, best: bool = False, **state) -> Path:
+        path = save_checkpoint(self.out / f"checkpoint-{step:08d}.pt", model, plugins, step=step, **state)
+        try:
+            _point(self.out / FILENAME, path)
+            if best:
+                _point(self.out / BEST, path)
+        except OSError as exc:
+            raise DrawkitError(f"could not update {self.out / FILENAME}: {exc.strerror or exc}; "
+                               f"the newest checkpoint is {path}") from None
+        for old in sorted(self.out.glob("checkpoint-*.pt"))[:-self.keep]:
+            old.unlink(missing_ok=True)
+        return path
 
 
 def resolve_checkpoint_path(path) -> Path:

@@ -1,5 +1,6 @@
 """The ``drawkit`` command: thin Typer wrappers over plain functions, errors as one line."""
 import json
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -21,8 +22,15 @@ def error_line(message: str) -> None:
     stderr.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def debugging() -> bool:
+    return os.environ.get("DRAWKIT_DEBUG", "").lower() in ("1", "true", "yes")
+
+
 class OneLineErrors(typer.core.TyperGroup):
-    """Every user error, ours or Click's, ends as one line on stderr and exit code 2."""
+    """Every error ends as one line on stderr: exit 2 for what the user can fix, 1 for a crash.
+
+    ``drawkit --debug ...`` (or DRAWKIT_DEBUG=1) shows the traceback instead, for bug reports.
+    """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
@@ -35,6 +43,10 @@ class OneLineErrors(typer.core.TyperGroup):
         except DrawkitError as exc:
             error_line(str(exc))
             code = 2
+        except Exception as exc:
+            if debugging():
+                raise
+            code = _report_crash(exc)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -54,21 +66,47 @@ def parse_options(pairs: Optional[list[str]], option: str) -> dict:
     return options
 
 
+def _report_crash(exc: Exception) -> int:
+    """Out of memory and disk trouble are the user's to fix (2); anything else is a bug (1)."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        error_line("the GPU ran out of memory; use a smaller --batch-size (or --device cpu)")
+        return 2
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        error_line(f"{exc.strerror or exc}{where}; check the path, its permissions and the free disk space")
+        return 2
+    error_line(f"drawkit failed: {type(exc).__name__}: {exc} (run 'drawkit --debug ...' for the traceback)")
+    return 1
+
+
 app = typer.Typer(cls=OneLineErrors, rich_markup_mode="rich", no_args_is_help=True, add_completion=False,
                   help="DRAW and DCRW image generation, built from plugins.")
 
 
 @app.callback()
-def _startup() -> None:
+def _startup(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (for bug reports).")] = False) -> None:
     """Report plugins that failed to load or clashed, once, before any command runs."""
     from drawkit.registry import get_registry
+
+    if debug:
+        os.environ["DRAWKIT_DEBUG"] = "1"
 
     for problem in get_registry().problems:
         stderr.print(f"[yellow]Warning:[/] {problem}", highlight=False, soft_wrap=True)
 
 
+def _explicit(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave this option (a preset must not override it)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
+    preset: Annotated[Optional[str], typer.Option(help="Named settings, e.g. paper-mnist (see 'drawkit presets'); flags given win.")] = None,
     dataset: Annotated[str, typer.Option(help="Registered dataset (see 'drawkit plugins').")] = "mnist",
     dataset_opt: Annotated[Optional[list[str]], typer.Option(help="Dataset option KEY=VALUE (repeatable).")] = None,
     encoder: Annotated[str, typer.Option(help="Registered encoder: lstm (DRAW), cnn (DCRW), ...")] = "lstm",
@@ -80,6 +118,7 @@ def train(
     write_size: Annotated[Optional[int], typer.Option(help="N of the N x N write window (default: the plugins' choice, else 5).")] = None,
     encoder_opt: Annotated[Optional[list[str]], typer.Option(help="Encoder option KEY=VALUE (repeatable).")] = None,
     attention_opt: Annotated[Optional[list[str]], typer.Option(help="Attention option KEY=VALUE (repeatable).")] = None,
+    likelihood: Annotated[Optional[str], typer.Option(help="bernoulli | logistic (default: the dataset's).")] = None,
     binarize: Annotated[Optional[str], typer.Option(help="sample | threshold | none (default: the dataset's).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 100,
     epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 10,
@@ -92,28 +131,106 @@ def train(
     out: Annotated[str, typer.Option(help="Run folder: checkpoint.pt and metrics.jsonl go here.")] = "runs/draw",
     log_every: Annotated[int, typer.Option(help="Steps between metrics lines.")] = 50,
     val_images: Annotated[Optional[int], typer.Option(help="Validate on this many images (default: all).")] = None,
+    keep: Annotated[int, typer.Option(help="How many checkpoint-<step>.pt to keep besides checkpoint.pt and best.pt.")] = 3,
+    resume: Annotated[Optional[str], typer.Option(help="Continue the run in this folder from its last checkpoint.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
     """Train DRAW on a dataset; writes OUT/checkpoint.pt and OUT/metrics.jsonl."""
     from drawkit.model import DrawConfig
-    from drawkit.train import Interrupted, TrainConfig
+    from drawkit.presets import preset_options
+    from drawkit.train import TrainConfig
+
+    if resume:
+        return _resume(ctx, resume, progress)
+    values = dict(ctx.params)
+    if preset:
+        values.update({k: v for k, v in preset_options(preset).items() if not _explicit(ctx, k)})
+    model_config = DrawConfig(
+        glimpses=values["glimpses"], encoder=values["encoder"], attention=values["attention"],
+        hidden=values["hidden"], z_dim=values["z_dim"], read_size=values["read_size"],
+        write_size=values["write_size"], likelihood=values["likelihood"],
+        encoder_options=parse_options(encoder_opt, "--encoder-opt"),
+        attention_options=parse_options(attention_opt, "--attention-opt"))
+    config = TrainConfig(
+        dataset=values["dataset"], dataset_options=parse_options(dataset_opt, "--dataset-opt"),
+        binarize=binarize, data_dir=data_dir, batch_size=values["batch_size"], epochs=epochs,
+        max_steps=max_steps, lr=values["lr"], clip=clip, seed=seed, device=device, out=out,
+        log_every=log_every, val_images=val_images, keep=keep, preset=preset)
+    _run_training(model_config, config, progress)
+
+
+#: what may change when resuming; everything else comes from the checkpoint
+RESUMABLE = ("epochs", "max_steps", "device", "data_dir", "log_every", "keep", "progress", "resume")
+
+
+def _resume(ctx: typer.Context, run_dir: str, progress: bool) -> None:
+    from dataclasses import replace
+
+    from drawkit.train import resume_configs
+
+    fixed = [name for name in ctx.params if _explicit(ctx, name) and name not in RESUMABLE]
+    if fixed:
+        raise DrawkitError(f"--{fixed[0].replace('_', '-')} cannot change when resuming; only "
+                           f"{', '.join('--' + n.replace('_', '-') for n in RESUMABLE[:-2])} can")
+    model_config, config, payload = resume_configs(run_dir)
+    changes = {name: ctx.params[name] for name in RESUMABLE[:-2] if _explicit(ctx, name)}
+    _run_training(model_config, replace(config, out=run_dir, **changes), progress, payload)
+
+
+def _run_training(model_config, config, progress: bool, resume: dict = None) -> None:
+    from drawkit.train import Interrupted
     from drawkit.train import train as run_training
 
-    model_config = DrawConfig(glimpses=glimpses, encoder=encoder, attention=attention, hidden=hidden, z_dim=z_dim,
-                              read_size=read_size, write_size=write_size,
-                              encoder_options=parse_options(encoder_opt, "--encoder-opt"),
-                              attention_options=parse_options(attention_opt, "--attention-opt"))
-    config = TrainConfig(dataset=dataset, dataset_options=parse_options(dataset_opt, "--dataset-opt"),
-                         binarize=binarize, data_dir=data_dir, batch_size=batch_size, epochs=epochs,
-                         max_steps=max_steps, lr=lr, clip=clip, seed=seed, device=device, out=out,
-                         log_every=log_every, val_images=val_images)
     try:
-        result = run_training(model_config, config, progress=progress)
+        result = run_training(model_config, config, progress=progress, resume=resume)
     except Interrupted as exc:
-        stderr.print(f"Interrupted: checkpoint saved to {exc.checkpoint}")
-        raise typer.Exit(130)
+        stderr.print(f"Interrupted: checkpoint saved to {exc.checkpoint}; continue with "
+                     f"'drawkit train --resume {config.out}'")
+        raise typer.Exit(exc.exit_code)
     bound = f"; validation bound {result['nll_bound']:.2f} nats/image" if "nll_bound" in result else ""
-    typer.echo(f"trained {result['steps']} steps on {result['device']}{bound}; checkpoint {result['checkpoint']}")
+    skipped = f"; skipped {result['skipped_steps']} non-finite steps" if result["skipped_steps"] else ""
+    typer.echo(f"trained {result['steps']} steps on {result['device']}{bound}{skipped}; "
+               f"checkpoint {result['checkpoint']}")
+
+
+@app.command()
+def presets() -> None:
+    """List the named training settings for --preset."""
+    from drawkit.presets import PRESETS
+
+    table = Table(title="drawkit presets")
+    for column in ("name", "what", "options"):
+        table.add_column(column)
+    for name, (what, options) in PRESETS.items():
+        table.add_row(name, escape(what), escape(" ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())))
+    Console(soft_wrap=False, width=max(Console().width, 120)).print(table)
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[str, typer.Option(help="checkpoint.pt (or its run folder).")],
+    split: Annotated[str, typer.Option(help="test | valid | train")] = "test",
+    importance_samples: Annotated[int, typer.Option(help="K > 1 adds the importance-weighted bound (Burda et al.).")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 100,
+    max_images: Annotated[Optional[int], typer.Option(help="Only the first N images of the split.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    data_dir: Annotated[Optional[str], typer.Option(help="Data root (else the run's, $DRAWKIT_DATA, ...).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """The test-set NLL bound (and importance-weighted bound) of a checkpoint, in nats/image and bits/dim."""
+    from drawkit.evaluate import evaluate as run_evaluation
+
+    result = run_evaluation(checkpoint, split=split, importance_samples=importance_samples, batch_size=batch_size,
+                            max_images=max_images, device=device, data_dir=data_dir, progress=progress)
+    if json_output:
+        typer.echo(json.dumps(result))
+        return
+    line = (f"{result['dataset']} {split} ({result['n_images']} images): bound {result['nll_bound']:.2f} nats/image "
+            f"(reconstruction {result['reconstruction']:.2f}, KL {result['kl']:.2f}), {result['bits_per_dim']:.4f} bits/dim")
+    if "iw_nll" in result:
+        line += f"; importance-weighted (K={importance_samples}) {result['iw_nll']:.2f} nats/image"
+    typer.echo(line)
 
 
 @app.command()

@@ -48,6 +48,12 @@ def resolve_data_root(data_dir: Optional[str] = None) -> DataRoot:
     return root
 
 
+def trained_data_dir(train_config: dict) -> Optional[str]:
+    """The --data-dir a checkpoint was trained with, when it exists here; else None ($DRAWKIT_DATA, the cache)."""
+    path = train_config.get("data_dir")
+    return path if path and Path(path).expanduser().is_dir() else None
+
+
 def downloads_allowed() -> bool:
     return os.environ.get(ENV_OFFLINE, "").lower() not in ("1", "true", "yes")
 
@@ -96,10 +102,11 @@ class Batches:
     def __len__(self) -> int:
         return len(self.images) // self.batch_size  # the last partial batch is dropped
 
-    def epoch(self, epoch: int) -> Iterator[torch.Tensor]:
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[torch.Tensor]:
+        """The batches of ``epoch`` after the first ``skip`` (a resumed run picks up mid-epoch)."""
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(len(self.images), generator=g).to(self.images.device)
-        for i in range(len(self)):
+        for i in range(skip, len(self)):
             yield self.images[order[i * self.batch_size:(i + 1) * self.batch_size]]
 
 

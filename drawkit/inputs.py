@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from drawkit.data import SPLITS, fixed_binarization, load_split
+from drawkit.data import SPLITS, fixed_binarization, load_split, trained_data_dir
 from drawkit.errors import DrawkitError
 from drawkit.images import load_image
 
@@ -25,12 +25,6 @@ def parse_indices(text: Optional[str]) -> Optional[list[int]]:
     if not indices:
         raise DrawkitError("--indices is empty; give whole numbers separated by commas, such as 3,17,42")
     return indices
-
-
-def _trained_data_dir(train_config: dict) -> Optional[str]:
-    """The --data-dir training used, when it exists here; else None ($DRAWKIT_DATA or the default cache)."""
-    path = train_config.get("data_dir")
-    return path if path and Path(path).expanduser().is_dir() else None
 
 
 def choose_inputs(payload: dict, registry, image_shape: tuple, n: int = 16, split: str = "test",
@@ -55,7 +49,7 @@ def choose_inputs(payload: dict, registry, image_shape: tuple, n: int = 16, spli
     if not name:
         raise DrawkitError("this checkpoint does not name the data set it was trained on; pass --image FILE")
     dataset = registry.get("dataset", name).create(train_config.get("dataset_options"))
-    data = load_split(dataset, name, split, data_dir or _trained_data_dir(train_config))
+    data = load_split(dataset, name, split, data_dir or trained_data_dir(train_config))
     if tuple(data.shape[1:]) != tuple(image_shape):
         raise DrawkitError(f"data set '{name}' has images of shape {tuple(data.shape[1:])} but the model takes "
                            f"{tuple(image_shape)}; pass --image FILE")

@@ -1,17 +1,27 @@
-"""Ctrl-C during training: finish the step, save, then stop; a second Ctrl-C stops at once."""
+"""Ctrl-C or SIGTERM during training: finish the step, save, then stop; a second signal stops at once."""
 import signal
 import threading
 from contextlib import contextmanager
 
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
 
 class StopFlag:
     def __init__(self):
-        self.requested = False
+        self.signal = None  # the first stop signal received
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.signal, 130)
 
 
 @contextmanager
 def stop_requests():
-    """Yield a flag set by the first SIGINT; the second SIGINT raises KeyboardInterrupt as usual."""
+    """Yield a flag set by the first SIGINT/SIGTERM; the second raises KeyboardInterrupt at once."""
     flag = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -20,10 +30,11 @@ def stop_requests():
     def handler(signum, frame):
         if flag.requested:
             raise KeyboardInterrupt
-        flag.requested = True
+        flag.signal = signum
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in EXIT_CODES}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -9,7 +9,8 @@ from typing import Callable, NamedTuple, Optional
 import torch
 import torch.nn as nn
 
-from drawkit.losses import bernoulli_nll, gaussian_kl
+from drawkit.likelihoods import make_likelihood
+from drawkit.losses import gaussian_kl
 
 #: used when neither the user nor the encoder/attention plugin sets a window size (the paper's MNIST model)
 FALLBACK_SIZES = {"read_size": 2, "write_size": 5}
@@ -27,6 +28,7 @@ class DrawConfig:
     z_dim: int = 100                   # latent size per glimpse
     read_size: Optional[int] = None    # N of the read window; None: the plugins' default, else 2
     write_size: Optional[int] = None   # N of the write window; None: the plugins' default, else 5
+    likelihood: Optional[str] = None   # D(x | c_T): bernoulli (binary images) or logistic (8-bit); None: bernoulli
     encoder_options: dict = field(default_factory=dict)    # extra keywords for the encoder factory
     attention_options: dict = field(default_factory=dict)  # extra keywords for the attention factory
 
@@ -46,6 +48,7 @@ class DrawOutput(NamedTuple):
     reconstruction: torch.Tensor  # (B,) -log D(x | c_T), nats
     kl: torch.Tensor              # (B, T) KL(Q(z_t) || N(0, I)) per glimpse, nats
     canvas: torch.Tensor          # (B, C, H, W) final canvas logits c_T
+    log_ratio: Optional[torch.Tensor] = None  # (B,) log q(z|x) - log p(z) of the drawn z, for importance weights
 
     @property
     def loss(self) -> torch.Tensor:
@@ -61,6 +64,7 @@ class Draw(nn.Module):
         self.encoder = encoder      # (glimpse, h_dec, state) -> (h_enc, state)
         self.posterior = nn.Linear(encoder.output_size, 2 * config.z_dim)  # -> (mu, log sigma^2)
         self.decoder = nn.LSTMCell(config.z_dim, config.hidden)
+        self.likelihood = make_likelihood(config.likelihood, config.image_shape)  # may hold parameters
 
     def _zeros(self, batch: int, ref: torch.Tensor):
         canvas = ref.new_zeros(batch, *self.config.image_shape)
@@ -68,15 +72,17 @@ class Draw(nn.Module):
         return canvas, (h_dec, torch.zeros_like(h_dec))
 
     def forward(self, x: torch.Tensor, noise: Optional[torch.Tensor] = None,
-                observe: Optional[Callable] = None) -> DrawOutput:
+                observe: Optional[Callable] = None, log_ratio: bool = False) -> DrawOutput:
         """x: (B, C, H, W) in [0, 1]. noise: optional (T, B, z_dim) standard normal draws.
 
         ``observe(t, h_prev, h, canvas)`` is called after each glimpse (pictures of reading and writing).
+        ``log_ratio`` also returns log q(z|x) - log p(z) of the z drawn, for importance-weighted bounds.
         """
         batch = x.shape[0]
         canvas, (h_dec, c_dec) = self._zeros(batch, x)
         enc_state = self.encoder.initial_state(batch, x)
         kls = []
+        ratio = x.new_zeros(batch) if log_ratio else None
         for t in range(self.config.glimpses):
             x_hat = x - torch.sigmoid(canvas)                       # error image
             glimpse = self.attention.read(x, x_hat, h_dec)          # uses h_dec_{t-1}
@@ -85,12 +91,14 @@ class Draw(nn.Module):
             eps = torch.randn_like(mu) if noise is None else noise[t]
             z = mu + eps * torch.exp(0.5 * logvar)                  # reparameterisation
             kls.append(gaussian_kl(mu, logvar))
+            if log_ratio:  # log N(z; mu, sigma) - log N(z; 0, I); the 2 pi terms cancel
+                ratio = ratio + 0.5 * (z.pow(2) - eps.pow(2) - logvar).sum(1)
             h_prev = h_dec
             h_dec, c_dec = self.decoder(z, (h_dec, c_dec))
             canvas = canvas + self.attention.write(h_dec)           # uses h_dec_t
             if observe is not None:
                 observe(t, h_prev, h_dec, canvas)
-        return DrawOutput(bernoulli_nll(canvas, x), torch.stack(kls, dim=1), canvas)
+        return DrawOutput(self.likelihood.nll(canvas, x), torch.stack(kls, dim=1), canvas, ratio)
 
     @torch.no_grad()
     def generate(self, n: int, observe: Optional[Callable] = None) -> torch.Tensor:

@@ -1,4 +1,6 @@
 """A rich progress bar for training: steps/s, the bound in nats/image, ETA."""
+from contextlib import contextmanager
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
@@ -17,3 +19,12 @@ def training_progress(enabled: bool = True) -> Progress:
         TextColumn("{task.fields[loss]}"), TimeRemainingColumn(),
         console=stderr, disable=not enabled,
     )
+
+
+@contextmanager
+def counting_progress(description: str, total: int, enabled: bool = True):
+    """A bar over ``total`` items; yields ``advance(n)``."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=stderr, disable=not enabled) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)

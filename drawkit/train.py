@@ -1,23 +1,32 @@
-"""Training: a plain function the CLI, tests and notebooks all call."""
+"""Training: a plain function the CLI, tests and notebooks all call.
+
+A run lives in one folder: metrics.jsonl (one JSON line per measurement), checkpoint.pt (the
+newest save, with everything needed to resume exactly), the last few checkpoint-<step>.pt,
+best.pt (best validation bound) and curves.png.
+"""
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from drawkit.bound import variational_bound
-from drawkit.checkpoint import FILENAME, plugin_record, save_checkpoint
+from drawkit.checkpoint import FILENAME, CheckpointWriter, plugin_record, read_checkpoint
 from drawkit.data import BINARIZE_MODES, Batches, binarize, fixed_binarization, load_split, to_unit_float
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError
 from drawkit.interrupts import stop_requests
+from drawkit.likelihoods import LIKELIHOODS
 from drawkit.model import DrawConfig, build_model, resolve_config
 from drawkit.outputs import output_dir
 from drawkit.progress import stderr, training_progress
 from drawkit.registry import get_registry
+from drawkit.rng import rng_state, set_rng_state
+
+VALIDATION_SEED = 0  # validation draws its own z from this seed, leaving the training stream untouched
 
 
 @dataclass
@@ -34,28 +43,38 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     out: str = "runs/draw"
-    log_every: int = 50                 # steps between metrics lines (and host syncs)
+    log_every: int = 50                 # steps between metrics lines (and host syncs for them)
     val_images: Optional[int] = None    # validate on the first N images of the valid split (None: all)
+    keep: int = 3                       # checkpoint-<step>.pt files kept besides checkpoint.pt and best.pt
+    max_bad_steps: int = 10             # non-finite losses in a row before training stops
+    preset: Optional[str] = None        # the --preset the options came from, for the record
+
+
+@dataclass
+class RunState:
+    """Where a run is; saved in every checkpoint so a resumed run continues from the same place."""
+
+    step: int = 0
+    epoch: int = 1               # the epoch being trained
+    epoch_step: int = 0          # batches of it already done
+    best_bound: float = math.inf
+    skipped_steps: int = 0       # steps skipped for a non-finite loss or gradient
 
 
 class Interrupted(Exception):
-    """Ctrl-C during training, after the checkpoint was saved."""
+    """A stop signal arrived; the finished step was saved."""
 
-    def __init__(self, checkpoint: Path):
+    def __init__(self, checkpoint: Path, exit_code: int):
         super().__init__(f"interrupted; checkpoint saved to {checkpoint}")
-        self.checkpoint = checkpoint
+        self.checkpoint, self.exit_code = checkpoint, exit_code
 
 
-def check_config(model_config: DrawConfig, config: TrainConfig, registry) -> DrawConfig:
-    """Refuse bad values up front, with the option name and what would be accepted; returns the resolved config."""
-    for kind in ("encoder", "attention"):
-        registry.get(kind, getattr(model_config, kind))
-    registry.get("dataset", config.dataset)
-    model_config = resolve_config(model_config, registry)
+def check_config(model_config: DrawConfig, config: TrainConfig) -> None:
+    """Refuse bad values up front, with the option name and what would be accepted."""
     positive = {"--glimpses": model_config.glimpses, "--hidden": model_config.hidden, "--z-dim": model_config.z_dim,
-                "--batch-size": config.batch_size, "--epochs": config.epochs, "--log-every": config.log_every}
-    if model_config.attention != "none":
-        positive.update({"--read-size": model_config.read_size, "--write-size": model_config.write_size})
+                "--batch-size": config.batch_size, "--epochs": config.epochs, "--log-every": config.log_every,
+                "--keep": config.keep, "--read-size": model_config.read_size,
+                "--write-size": model_config.write_size}
     for option, value in positive.items():
         if value < 1:
             raise DrawkitError(f"{option} must be a positive whole number, got {value}")
@@ -64,84 +83,140 @@ def check_config(model_config: DrawConfig, config: TrainConfig, registry) -> Dra
             raise DrawkitError(f"{option} must be at least 1, got {value}")
     if not (config.lr > 0 and math.isfinite(config.lr)):
         raise DrawkitError(f"--lr must be a positive number, got {config.lr}")
-    if not config.clip > 0:
+    if not (config.clip > 0 and math.isfinite(config.clip)):
         raise DrawkitError(f"--clip must be a positive number, got {config.clip}")
+    if model_config.likelihood not in LIKELIHOODS:
+        raise DrawkitError(f"unknown --likelihood '{model_config.likelihood}'; choose one of: {', '.join(LIKELIHOODS)}")
     if config.binarize is not None and config.binarize not in BINARIZE_MODES:
         raise DrawkitError(f"unknown --binarize '{config.binarize}'; choose one of: {', '.join(BINARIZE_MODES)}")
-    return model_config
 
 
-def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True) -> dict:
-    """Train DRAW, validating each epoch; returns the last metrics and the checkpoint path."""
+def prepare(model_config: DrawConfig, config: TrainConfig, registry):
+    """Resolve every default (dataset's, plugins', paper's) and check the result; returns (model config, dataset)."""
+    for kind in ("encoder", "attention"):
+        registry.get(kind, getattr(model_config, kind))
+    dataset = registry.get("dataset", config.dataset).create(config.dataset_options)
+    model_config = replace(model_config, image_shape=tuple(dataset.image_shape),
+                           likelihood=model_config.likelihood or getattr(dataset, "default_likelihood", "bernoulli"))
+    model_config = resolve_config(model_config, registry)
+    check_config(model_config, config)
+    return model_config, dataset
+
+
+def resume_configs(run_dir) -> tuple[DrawConfig, TrainConfig, dict]:
+    """The configs and state stored in a run folder's newest checkpoint."""
+    payload = read_checkpoint(run_dir)
+    if "optimizer" not in payload or "progress" not in payload:
+        raise DrawkitError(f"{run_dir} holds a checkpoint without training state; it cannot be resumed")
+    known = TrainConfig.__dataclass_fields__
+    config = TrainConfig(**{k: v for k, v in payload["train_config"].items() if k in known})
+    return DrawConfig.from_dict(payload["model_config"]), config, payload
+
+
+def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
+          resume: Optional[dict] = None) -> dict:
+    """Train DRAW, validating each epoch; ``resume`` is a checkpoint payload to continue from."""
     registry = get_registry()
-    model_config = check_config(model_config, config, registry)
+    model_config, dataset = prepare(model_config, config, registry)
     device = resolve_device(config.device)
     out = output_dir(config.out, "--out")
-    torch.manual_seed(config.seed)
-
-    dataset = registry.get("dataset", config.dataset).create(config.dataset_options)
     mode = config.binarize or getattr(dataset, "default_binarize", "none")
+    config = replace(config, binarize=mode)
     train_images = load_split(dataset, config.dataset, "train", config.data_dir).to(device)
-    valid_images = load_split(dataset, config.dataset, "valid", config.data_dir)[:config.val_images]
-    valid_x = fixed_binarization(valid_images, mode, seed=config.seed)
-    model_config.image_shape = tuple(dataset.image_shape)
-
-    model = build_model(model_config, registry).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    valid_x = fixed_binarization(load_split(dataset, config.dataset, "valid", config.data_dir)[:config.val_images],
+                                 mode, seed=config.seed)
     batches = Batches(train_images, config.batch_size, config.seed)
     total_steps = len(batches) * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+
+    torch.manual_seed(config.seed)
+    model = build_model(model_config, registry).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    state = RunState()
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        state = RunState(**resume["progress"])
+        set_rng_state(resume["rng"])
     plugins = {kind: plugin_record(registry, kind, name) for kind, name in
                (("encoder", model_config.encoder), ("attention", model_config.attention), ("dataset", config.dataset))}
-    train_state = {"train_config": {**asdict(config), "binarize": mode}}
-    checkpoint = out / FILENAME
+    writer = CheckpointWriter(out, config.keep)
     metrics_file = out / "metrics.jsonl"
+    started = time.perf_counter()
 
-    def log(record: dict) -> None:
+    def log(record: dict) -> dict:
+        record = {**record, "step": state.step, "epoch": state.epoch, "time_s": time.perf_counter() - started}
         with metrics_file.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        return record
 
-    def save(step: int, epoch: int, last: dict) -> None:
-        save_checkpoint(checkpoint, model, plugins, optimizer=optimizer.state_dict(), step=step, epoch=epoch,
-                        metrics=last, **train_state)
+    def save(best: bool = False) -> None:
+        writer.save(model, plugins, state.step, best=best, optimizer=optimizer.state_dict(),
+                    progress=asdict(state), rng=rng_state(), train_config=asdict(config))
 
-    step, epoch, last = 0, 0, {}
-    started = time.perf_counter()
+    last = {}
+    bad_in_a_row, first_step = 0, state.step
     with training_progress(progress) as bar, stop_requests() as stop:
-        task = bar.add_task("train", total=total_steps, loss="")
-        while step < total_steps:
-            epoch += 1
-            bar.update(task, description=f"epoch {epoch}")
-            for images in batches.epoch(epoch):
+        task = bar.add_task(f"epoch {state.epoch}", total=total_steps, completed=state.step, loss="")
+        while state.step < total_steps:
+            bar.update(task, description=f"epoch {state.epoch}")
+            for images in batches.epoch(state.epoch, skip=state.epoch_step):
                 x = binarize(to_unit_float(images), mode)
-                output = model(x)
-                loss = output.loss.mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-                optimizer.step()
-                step += 1
-                if step % config.log_every == 0 or step == total_steps:
-                    rec, kl = output.reconstruction.mean().item(), output.kl.sum(1).mean().item()
-                    elapsed = time.perf_counter() - started
-                    last = {"split": "train", "step": step, "epoch": epoch, "loss": rec + kl,
-                            "reconstruction": rec, "kl": kl, "steps_per_s": step / elapsed, "time_s": elapsed}
-                    log(last)
-                    bar.update(task, loss=f"{rec + kl:.1f} nats/img (rec {rec:.1f}, kl {kl:.1f})")
+                output, finite = train_step(model, optimizer, x, config.clip)
+                state.step += 1
+                state.epoch_step += 1
+                if not finite:
+                    state.skipped_steps += 1
+                    bad_in_a_row += 1
+                    if bad_in_a_row >= config.max_bad_steps:
+                        raise DrawkitError(f"training diverged: {bad_in_a_row} non-finite losses in a row at step "
+                                           f"{state.step}; the last good checkpoint is {out / FILENAME}; "
+                                           f"try a lower --lr or --clip")
+                else:
+                    bad_in_a_row = 0
+                if state.step % config.log_every == 0 or state.step == total_steps:
+                    last = log(train_metrics(output, state, first_step, started))
+                    bar.update(task, loss=f"{last['loss']:.1f} nats/img (rec {last['reconstruction']:.1f}, "
+                                          f"kl {last['kl']:.1f})")
                 bar.advance(task)
-                if stop.requested:  # finished this step: save it, then stop
-                    save(step, epoch, last)
-                    raise Interrupted(checkpoint)
-                if step >= total_steps:
+                if stop.requested:  # the step is finished: save it, then stop
+                    save()
+                    raise Interrupted(out / FILENAME, stop.exit_code)
+                if state.step >= total_steps:
                     break
-            bound = variational_bound(model, valid_x, config.batch_size)
-            last = {"split": "valid", "step": step, "epoch": epoch, **bound,
-                    "time_s": time.perf_counter() - started}
-            log(last)
-            stderr.print(f"epoch {epoch}: validation bound {bound['nll_bound']:.2f} nats/image "
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(VALIDATION_SEED)
+                bound = variational_bound(model, valid_x, config.batch_size)
+            last = log({"split": "valid", **bound})
+            stderr.print(f"epoch {state.epoch}: validation bound {bound['nll_bound']:.2f} nats/image "
                          f"(rec {bound['reconstruction']:.2f}, kl {bound['kl']:.2f})")
-            save(step, epoch, last)
+            improved = bound["nll_bound"] < state.best_bound
+            state.best_bound = min(state.best_bound, bound["nll_bound"])
+            if state.epoch_step == len(batches):
+                state.epoch, state.epoch_step = state.epoch + 1, 0
+            save(best=improved)
     from drawkit.curves import curves_after_training  # matplotlib is optional: a hint, not a failure
     curves_after_training(out)
-    return {**last, "checkpoint": str(checkpoint), "steps": step, "device": str(device)}
+    return {**last, "checkpoint": str(out / FILENAME), "steps": state.step, "device": str(device),
+            "skipped_steps": state.skipped_steps}
+
+
+def train_step(model, optimizer, x: torch.Tensor, clip: float):
+    """One Adam step on the mean negative bound; a non-finite loss or gradient skips the update."""
+    output = model(x)
+    loss = output.loss.mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    finite = bool(torch.isfinite(grad_norm))  # NaN or inf in the loss shows up here too
+    if finite:
+        optimizer.step()
+    return output, finite
+
+
+def train_metrics(output, state: RunState, first_step: int, started: float) -> dict:
+    rec, kl = output.reconstruction.mean().item(), output.kl.sum(1).mean().item()
+    return {"split": "train", "loss": rec + kl, "reconstruction": rec, "kl": kl,
+            "steps_per_s": (state.step - first_step) / max(time.perf_counter() - started, 1e-9),
+            "skipped_steps": state.skipped_steps}
