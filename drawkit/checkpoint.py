@@ -93,12 +93,21 @@ def read_checkpoint(path) -> dict:
 def load_model(path, registry, device: Optional[torch.device] = None) -> tuple[Draw, dict]:
     """Rebuild the model from the checkpoint alone; a missing plugin names the package to install."""
     payload = read_checkpoint(path)
-    config = DrawConfig.from_dict(payload["model_config"])
+    try:
+        config = DrawConfig.from_dict(payload["model_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DrawkitError(f"{path}: its model config is missing or damaged ({type(exc).__name__}: {exc}); "
+                           f"pass a checkpoint.pt written by 'drawkit train'") from None
     for kind in ("encoder", "attention"):
         record = payload.get("plugins", {}).get(kind, {"name": getattr(config, kind), "package": "unknown"})
         if record["name"] not in registry.names(kind):
             raise DrawkitError(f"this checkpoint needs {kind} '{record['name']}' from package "
                                f"'{record['package']}', which is not installed; pip install {record['package']}")
     model = build_model(config, registry)
-    model.load_state_dict(payload["model"])
+    try:
+        model.load_state_dict(payload["model"])
+    except (KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DrawkitError(f"{path}: its weights do not fit its model config ({first}); "
+                           f"the file is damaged or was edited") from None
     return model.to(device or "cpu").eval(), payload

@@ -77,8 +77,18 @@ def _report_crash(exc: Exception) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         error_line(f"{exc.strerror or exc}{where}; check the path, its permissions and the free disk space")
         return 2
-    error_line(f"drawkit failed: {type(exc).__name__}: {exc} (run 'drawkit --debug ...' for the traceback)")
+    message = " ".join(str(exc).split())
+    error_line(f"drawkit failed: {type(exc).__name__}: {message} (run 'drawkit --debug ...' for the traceback)")
     return 1
+
+
+def dataset_options(pairs: Optional[list[str]], image_size: Optional[int], grayscale: Optional[bool]) -> dict:
+    options = parse_options(pairs, "--dataset-opt")
+    if image_size is not None:
+        options["image_size"] = image_size
+    if grayscale:
+        options["grayscale"] = True
+    return options
 
 
 app = typer.Typer(cls=OneLineErrors, rich_markup_mode="rich", no_args_is_help=True, add_completion=False,
@@ -109,6 +119,8 @@ def train(
     preset: Annotated[Optional[str], typer.Option(help="Named settings, e.g. paper-mnist (see 'drawkit presets'); flags given win.")] = None,
     dataset: Annotated[str, typer.Option(help="Registered dataset (see 'drawkit plugins').")] = "mnist",
     dataset_opt: Annotated[Optional[list[str]], typer.Option(help="Dataset option KEY=VALUE (repeatable).")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Same as --dataset-opt image_size=N (image-folder).")] = None,
+    grayscale: Annotated[Optional[bool], typer.Option("--grayscale", help="Same as --dataset-opt grayscale=true (image-folder).")] = None,
     encoder: Annotated[str, typer.Option(help="Registered encoder: lstm (DRAW), cnn (DCRW), ...")] = "lstm",
     attention: Annotated[str, typer.Option(help="Registered attention: filterbank, none, ...")] = "filterbank",
     glimpses: Annotated[int, typer.Option(help="T, read/write steps per image.")] = 64,
@@ -152,7 +164,7 @@ def train(
         encoder_options=parse_options(encoder_opt, "--encoder-opt"),
         attention_options=parse_options(attention_opt, "--attention-opt"))
     config = TrainConfig(
-        dataset=values["dataset"], dataset_options=parse_options(dataset_opt, "--dataset-opt"),
+        dataset=values["dataset"], dataset_options=dataset_options(dataset_opt, image_size, grayscale),
         binarize=binarize, data_dir=data_dir, batch_size=values["batch_size"], epochs=epochs,
         max_steps=max_steps, lr=values["lr"], clip=clip, seed=seed, device=device, out=out,
         log_every=log_every, val_images=val_images, keep=keep, preset=preset)

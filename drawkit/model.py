@@ -14,6 +14,9 @@ from drawkit.losses import gaussian_kl
 
 #: used when neither the user nor the encoder/attention plugin sets a window size (the paper's MNIST model)
 FALLBACK_SIZES = {"read_size": 2, "write_size": 5}
+#: the arguments drawkit passes to every attention and encoder factory (options cannot set them)
+ATTENTION_ARGS = ("image_shape", "hidden_size", "read_size", "write_size")
+ENCODER_ARGS = ("glimpse_shape", "decoder_size", "hidden_size")
 
 
 @dataclass

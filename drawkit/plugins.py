@@ -51,6 +51,11 @@ def load_plugins() -> None:
         if allowed is not None and ep.name not in allowed:
             continue
         source = PluginSource(ep.dist.name, ep.dist.version) if ep.dist else PluginSource("unknown")
+        if pm.has_plugin(ep.name):
+            taken_by = sources.get(ep.name, PluginSource("(registered in code)")).package
+            broken[f"{ep.name} ({source.package})"] = (f"plugin name '{ep.name}' of package {source.package} is "
+                                                       f"already used by package {taken_by}; skipped")
+            continue
         try:
             pm.register(ep.load(), name=ep.name)
         except Exception as exc:  # an outside package's failure must not stop drawkit

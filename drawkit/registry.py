@@ -21,18 +21,24 @@ class Registration:
     description: str
     defaults: dict  # DrawConfig fields this plugin prefers when the user leaves them unset (e.g. read_size)
 
-    def create(self, options: dict = None, **required):
-        """Call the factory; an option it does not take is a one-line user error listing the ones it does."""
-        options = dict(options or {})
+    def check_options(self, options: dict, required: tuple = ()) -> None:
+        """Refuse, as a one-line user error, an option the factory does not take or one drawkit sets itself."""
         params = inspect.signature(self.factory).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        unknown = [k for k in options if k not in params and not takes_any]
-        if unknown:
-            accepted = [n for n, p in params.items()
-                        if n not in required and p.kind is not inspect.Parameter.VAR_KEYWORD]
-            raise DrawkitError(f"{self.kind} '{self.name}' has no option '{unknown[0]}'; "
-                               f"its options: {', '.join(accepted) or 'none'}")
-        return self.factory(**required, **options)
+        for key in options or {}:
+            if key in required:
+                raise DrawkitError(f"{self.kind} option '{key}' is set by drawkit itself; "
+                                   f"use the matching 'drawkit train' option instead")
+            if key not in params and not takes_any:
+                accepted = [n for n, p in params.items()
+                            if n not in required and p.kind is not inspect.Parameter.VAR_KEYWORD]
+                raise DrawkitError(f"{self.kind} '{self.name}' has no option '{key}'; "
+                                   f"its options: {', '.join(accepted) or 'none'}")
+
+    def create(self, options: dict = None, **required):
+        """Call the factory with drawkit's arguments and the user's options."""
+        self.check_options(options, tuple(required))
+        return self.factory(**required, **(options or {}))
 
 
 @dataclass

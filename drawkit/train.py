@@ -20,7 +20,7 @@ from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError
 from drawkit.interrupts import stop_requests
 from drawkit.likelihoods import LIKELIHOODS
-from drawkit.model import DrawConfig, build_model, resolve_config
+from drawkit.model import ATTENTION_ARGS, ENCODER_ARGS, DrawConfig, build_model, resolve_config
 from drawkit.outputs import output_dir
 from drawkit.progress import stderr, training_progress
 from drawkit.registry import get_registry
@@ -93,8 +93,8 @@ def check_config(model_config: DrawConfig, config: TrainConfig) -> None:
 
 def prepare(model_config: DrawConfig, config: TrainConfig, registry):
     """Resolve every default (dataset's, plugins', paper's) and check the result; returns (model config, dataset)."""
-    for kind in ("encoder", "attention"):
-        registry.get(kind, getattr(model_config, kind))
+    registry.get("attention", model_config.attention).check_options(model_config.attention_options, ATTENTION_ARGS)
+    registry.get("encoder", model_config.encoder).check_options(model_config.encoder_options, ENCODER_ARGS)
     dataset = registry.get("dataset", config.dataset).create(config.dataset_options)
     model_config = replace(model_config, image_shape=tuple(dataset.image_shape),
                            likelihood=model_config.likelihood or getattr(dataset, "default_likelihood", "bernoulli"))
@@ -153,7 +153,8 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
 
     def save(best: bool = False) -> None:
         writer.save(model, plugins, state.step, best=best, optimizer=optimizer.state_dict(),
-                    progress=asdict(state), rng=rng_state(), train_config=asdict(config))
+                    progress=asdict(state), rng=rng_state(), train_config=asdict(config),
+                    dataset_source=getattr(dataset, "source", None))
 
     last = {}
     bad_in_a_row, first_step = 0, state.step

@@ -1,0 +1,143 @@
+"""The user's own pictures: every image file under a folder, centre-cropped to a square and resized.
+
+Options: ``path`` (the folder; relative to the current directory; the data root is not used),
+``image_size`` (side in pixels, default 64), ``grayscale`` (default false: 3 channels).
+Subfolders are searched; hidden files and folders are skipped. Transparent parts become
+black, as for ``--image`` files; EXIF rotation is applied. Files that cannot be read are
+skipped and counted once. Splits are fixed by a hash of each file's path under the folder
+(about 90 / 5 / 5), so adding pictures never moves the others between splits; valid and test
+get at least one picture each when there are three or more, and fewer than three are used for
+every split.
+"""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from drawkit import hookimpl
+from drawkit.errors import DrawkitError
+from drawkit.progress import stderr
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+TRAIN_SHARE, VALID_SHARE = 0.90, 0.05  # test takes the rest
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def find_pictures(folder: Path) -> list[Path]:
+    """Image files under ``folder`` by extension, in a fixed order, without hidden files or folders."""
+    found = (p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def to_8bit(picture: Image.Image) -> Image.Image:
+    """16-bit and float greys scaled to 0..255 (Pillow's own conversion would clip them to white)."""
+    if picture.mode in SIXTEEN_BIT:
+        values = np.asarray(picture, dtype=np.float64) / 257
+    elif picture.mode == "F":
+        values = np.asarray(picture, dtype=np.float64)
+        values = values * 255 if values.max(initial=0) <= 1 else values
+    else:
+        return picture
+    return Image.fromarray(np.clip(values.round(), 0, 255).astype(np.uint8), mode="L")
+
+
+def read_picture(path: Path, size: int, grayscale: bool) -> np.ndarray:
+    """A picture file -> uint8 (C, size, size): first frame, upright, on black, centre square, resized."""
+    with Image.open(path) as opened:
+        opened.seek(0)
+        opened.draft(None, (size, size))  # JPEG: decode at the smallest scale still at least size x size
+        picture = to_8bit(ImageOps.exif_transpose(opened)).convert("RGBA")
+    black = Image.new("RGBA", picture.size, (0, 0, 0, 255))
+    picture = Image.alpha_composite(black, picture).convert("L" if grayscale else "RGB")
+    side = min(picture.size)
+    left, top = (picture.width - side) // 2, (picture.height - side) // 2
+    picture = picture.crop((left, top, left + side, top + side))  # cropped first, so no edge bleeds in
+    picture = picture.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return np.asarray(picture, dtype=np.uint8).reshape(size, size, -1).transpose(2, 0, 1)
+
+
+def split_of(names: list[str]) -> dict[str, list[int]]:
+    """Indices of ``names`` per split, by hash: ranges of the hash order, none empty when there are 3 or more."""
+    def position(name: str) -> float:  # in [0, 1), the same on every machine
+        return int(hashlib.sha256(name.encode()).hexdigest()[:15], 16) / 16 ** 15
+
+    order = sorted(range(len(names)), key=lambda i: (position(names[i]), names[i]))
+    spots = [position(names[i]) for i in order]
+    n = len(order)
+    a = sum(s < TRAIN_SHARE for s in spots)
+    b = sum(s < TRAIN_SHARE + VALID_SHARE for s in spots)
+    b = min(b, n - 1)
+    a = max(min(a, b - 1), 1)
+    b = max(b, a + 1)
+    return {"train": order[:a], "valid": order[a:b], "test": order[b:]}
+
+
+def flag(value, option: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+        return value.lower() in ("true", "yes")
+    raise DrawkitError(f"image-folder option {option} must be true or false, got {value!r}")
+
+
+class ImageFolder:
+    """8-bit pictures: scored with the discretized logistic and never binarized, unless asked."""
+
+    default_binarize = "none"
+    default_likelihood = "logistic"
+
+    def __init__(self, path: str = None, image_size: int = 64, grayscale: bool = False):
+        if path is None:
+            raise DrawkitError("image-folder needs a folder of pictures: --dataset-opt path=DIR")
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+            raise DrawkitError(f"image-folder option image_size must be a whole number of pixels, got {image_size!r}")
+        self.path = Path(str(path)).expanduser().resolve()
+        if not self.path.is_dir():
+            what = "is not a folder" if self.path.exists() else "does not exist"
+            raise DrawkitError(f"image-folder path {self.path} {what}; pass --dataset-opt path=DIR, "
+                               f"a folder holding your pictures")
+        self.size, self.grayscale = image_size, flag(grayscale, "grayscale")
+        self.image_shape = (1 if self.grayscale else 3, image_size, image_size)
+        self.source = f"image folder {self.path}"
+        self._splits = None  # split -> uint8 (N, C, size, size), read once for all splits
+
+    def load(self, split: str, root: Path, download: bool) -> torch.Tensor:
+        if self._splits is None:
+            self._splits = self._read()
+        return self._splits[split]
+
+    def _read(self) -> dict:
+        files = find_pictures(self.path)
+        if not files:
+            raise DrawkitError(f"image-folder found no pictures in {self.path} or its subfolders; put "
+                               f"{', '.join(e[1:].upper() for e in EXTENSIONS[:4])}... files there or pass "
+                               f"another --dataset-opt path=DIR")
+        names, arrays, skipped = [], [], []
+        for file in files:
+            try:
+                arrays.append(read_picture(file, self.size, self.grayscale))
+            except Exception:  # not a picture after all, truncated, too large: skip it, say so once
+                skipped.append(file)
+                continue
+            names.append(file.relative_to(self.path).as_posix())
+        if skipped:
+            first = skipped[0].relative_to(self.path)
+            stderr.print(f"image-folder: skipped {len(skipped)} of {len(files)} files in {self.path} that could not "
+                         f"be read as pictures (first: {first})", highlight=False, soft_wrap=True)
+        if not arrays:
+            raise DrawkitError(f"image-folder could read none of the {len(files)} files in {self.path}; "
+                               f"check that they are pictures (PNG, JPEG, ...)")
+        images = torch.from_numpy(np.stack(arrays))  # (N, C, size, size)
+        if len(arrays) < 3:
+            stderr.print(f"image-folder: only {len(arrays)} picture(s) in {self.path}: train, valid and test "
+                         f"all use them", highlight=False, soft_wrap=True)
+            return dict.fromkeys(("train", "valid", "test"), images)
+        return {split: images[torch.tensor(indices)] for split, indices in split_of(names).items()}
+
+
+@hookimpl
+def register_datasets(register):
+    register("image-folder", ImageFolder,
+             description="your own pictures: --dataset-opt path=DIR [image_size=64] [grayscale=true]")

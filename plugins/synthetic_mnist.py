@@ -1,0 +1,166 @@
+"""The paper's two made-up MNIST sets: two digits on a 60x60 canvas, and one digit in 100x100 clutter.
+
+Both are built from MNIST in the data root (torchvision layout) and split as MNIST is: train
+from MNIST's first 50,000 training digits, valid from its last 10,000, test from its test
+digits, so no test digit is ever seen in training. Each split is drawn from its own generator,
+seeded from (data set, seed, split), and cached; the same options give the same tensors.
+Overlapping strokes combine by maximum. Sizes: ``size`` training images, and size // 5 each
+for valid and test (50,000 / 10,000 / 10,000 by default).
+"""
+import hashlib
+from pathlib import Path
+
+import torch
+
+from drawkit import hookimpl
+from drawkit.errors import DataNotFound, DrawkitError
+from drawkit_plugins.mnist import MNIST
+from drawkit_plugins.tensor_cache import cached
+
+DEFAULT_SEED = 0
+DEFAULT_SIZE = 50_000
+DIGIT = 28
+CHUNK = 5_000  # images placed per step: the (chunk, 784) index tensors stay ~30 MB
+
+
+def split_generator(dataset: str, seed: int, split: str) -> torch.Generator:
+    """A generator of its own per (data set, seed, split): making one split never shifts another."""
+    digest = hashlib.sha256(f"{dataset}:{seed}:{split}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def paste_max(canvas: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> None:
+    """canvas (N, H, W) uint8, patches (N, h, w) placed with their corner at (top, left) (N,), combined by max."""
+    n, height, width = canvas.shape
+    h, w = patches.shape[1:]
+    rows = top[:, None] + torch.arange(h)                                 # (N, h)
+    cols = left[:, None] + torch.arange(w)                                # (N, w)
+    flat = (rows[:, :, None] * width + cols[:, None, :]).view(n, -1)      # (N, h * w) indices into H * W
+    canvas.view(n, -1).scatter_reduce_(1, flat, patches.reshape(n, -1), reduce="amax")
+
+
+def crop(digits: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
+    """digits (N, 28, 28) -> (N, size, size) windows whose corners are at (top, left) (N,)."""
+    span = torch.arange(size)
+    rows = (top[:, None] + span)[:, :, None]                              # (N, size, 1)
+    cols = (left[:, None] + span)[:, None, :]                             # (N, 1, size)
+    return digits[torch.arange(len(digits))[:, None, None], rows, cols]
+
+
+def two_digits(source: torch.Tensor, n: int, canvas: int, g: torch.Generator) -> torch.Tensor:
+    """source (M, 28, 28) uint8 -> (n, canvas, canvas): two random digits, each wholly inside, at random places."""
+    picks = torch.randint(len(source), (n, 2), generator=g)
+    corners = torch.randint(canvas - DIGIT + 1, (n, 2, 2), generator=g)   # (n, digit, (top, left))
+    out = torch.zeros(n, canvas, canvas, dtype=torch.uint8)
+    for start in range(0, n, CHUNK):
+        part = slice(start, start + CHUNK)
+        for k in range(2):
+            paste_max(out[part], source[picks[part, k]], corners[part, k, 0], corners[part, k, 1])
+    return out
+
+
+def cluttered(source: torch.Tensor, n: int, canvas: int, clutter: int, fragment: int,
+              g: torch.Generator) -> torch.Tensor:
+    """source (M, 28, 28) uint8 -> (n, canvas, canvas): one digit and ``clutter`` fragment x fragment crops of others.
+
+    Crops come from inside the 20x20 box where MNIST's strokes lie (rows and columns 4..23), so
+    few are blank; each lands wholly inside the canvas.
+    """
+    picks = torch.randint(len(source), (n,), generator=g)
+    corners = torch.randint(canvas - DIGIT + 1, (n, 2), generator=g)
+    others = (picks[:, None] + torch.randint(1, len(source), (n, clutter), generator=g)) % len(source)
+    box_lo, box_hi = 4, max(4, 24 - fragment)                            # crop corners inside the stroke box
+    crop_corners = torch.randint(box_lo, box_hi + 1, (n, clutter, 2), generator=g)
+    places = torch.randint(canvas - fragment + 1, (n, clutter, 2), generator=g)
+    out = torch.zeros(n, canvas, canvas, dtype=torch.uint8)
+    for start in range(0, n, CHUNK):
+        part = slice(start, start + CHUNK)
+        for k in range(clutter):
+            pieces = crop(source[others[part, k]], crop_corners[part, k, 0], crop_corners[part, k, 1], fragment)
+            paste_max(out[part], pieces, places[part, k, 0], places[part, k, 1])
+        paste_max(out[part], source[picks[part]], corners[part, 0], corners[part, 1])
+    return out
+
+
+def whole_number(dataset: str, option: str, value, least: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise DrawkitError(f"{dataset} option {option} must be a whole number of at least {least}, got {value!r}")
+    return value
+
+
+class SyntheticMNIST:
+    """Shared by both sets: option checks, split sizes, the cache; subclasses say how one split is drawn."""
+
+    name = ""
+    default_binarize = "sample"  # grey strokes as in MNIST: a fresh binarization each time an image is used
+    default_likelihood = "bernoulli"
+
+    def __init__(self, seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, canvas: int = None):
+        self.seed = whole_number(self.name, "seed", seed, 0)
+        self.size = whole_number(self.name, "size", size, 1)
+        self.canvas = whole_number(self.name, "canvas", self.default_canvas if canvas is None else canvas, DIGIT)
+        self.image_shape = (1, self.canvas, self.canvas)
+        self.source = f"generated from MNIST (seed {self.seed})"
+
+    def split_size(self, split: str) -> int:
+        return self.size if split == "train" else max(1, self.size // 5)
+
+    def load(self, split: str, root: Path, download: bool) -> torch.Tensor:
+        key = {"seed": self.seed, "split": split, "n": self.split_size(split), **self.key()}
+        filename = "-".join(f"{k}{v}" for k, v in key.items()) + ".pt"
+
+        def make() -> dict:
+            try:
+                digits = MNIST().load(split, root, download)[:, 0]      # (M, 28, 28) uint8
+            except DataNotFound as exc:
+                raise DataNotFound(f"MNIST, which it is made from, {exc}") from None
+            g = split_generator(self.name, self.seed, split)
+            return {"images": self.draw(digits, self.split_size(split), g)}
+
+        return cached(self.name, filename, key, make)["images"].unsqueeze(1)  # (N, 1, canvas, canvas)
+
+    def key(self) -> dict:
+        return {"canvas": self.canvas}
+
+    def draw(self, digits: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class MultiMNIST(SyntheticMNIST):
+    """Two digits at random places on a 60x60 canvas (the paper's two-digit experiment)."""
+
+    name = "multi-mnist"
+    default_canvas = 60
+
+    def draw(self, digits, n, g):
+        return two_digits(digits, n, self.canvas, g)
+
+
+class ClutteredMNIST(SyntheticMNIST):
+    """One digit at a random place on a 100x100 canvas among 8x8 fragments of others (the paper's cluttered set)."""
+
+    name = "cluttered-mnist"
+    default_canvas = 100
+
+    def __init__(self, seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, canvas: int = None,
+                 clutter: int = 8, fragment: int = 8):
+        super().__init__(seed, size, canvas)
+        self.clutter = whole_number(self.name, "clutter", clutter, 0)
+        self.fragment = whole_number(self.name, "fragment", fragment, 1)
+        if self.fragment > 20:
+            raise DrawkitError(f"{self.name} option fragment must be at most 20 (the stroke box of a digit), "
+                               f"got {fragment}")
+
+    def key(self):
+        return {"canvas": self.canvas, "clutter": self.clutter, "fragment": self.fragment}
+
+    def draw(self, digits, n, g):
+        return cluttered(digits, n, self.canvas, self.clutter, self.fragment, g)
+
+
+@hookimpl
+def register_datasets(register):
+    register("multi-mnist", MultiMNIST,
+             description="two MNIST digits on a 60x60 canvas, generated from a seed and cached")
+    register("cluttered-mnist", ClutteredMNIST,
+             description="one MNIST digit in 100x100 among 8x8 clutter fragments, generated and cached")

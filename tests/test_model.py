@@ -1,0 +1,153 @@
+"""DRAW assembled from plugins: shapes, determinism, the order of reads and writes, and that it learns."""
+import pytest
+import torch
+
+from drawkit.model import DrawConfig, build_model
+from drawkit.registry import get_registry
+
+T = 4
+
+
+def tiny_config(**changes) -> DrawConfig:
+    settings = dict(image_shape=(1, 12, 10), glimpses=T, hidden=16, z_dim=4, read_size=2, write_size=3)
+    return DrawConfig(**{**settings, **changes})
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return get_registry()
+
+
+def make_model(registry, seed: int = 0, **changes):
+    torch.manual_seed(seed)
+    return build_model(tiny_config(**changes), registry)
+
+
+@pytest.mark.parametrize("attention", ["filterbank", "none"])
+@pytest.mark.parametrize("image_shape", [(1, 12, 10), (3, 8, 14)])
+def test_forward_shapes(registry, attention, image_shape):
+    model = make_model(registry, attention=attention, image_shape=image_shape)
+    x = torch.rand(5, *image_shape).round()
+    out = model(x)
+    assert out.reconstruction.shape == (5,)
+    assert out.kl.shape == (5, T)
+    assert out.canvas.shape == (5, *image_shape)
+    assert out.loss.shape == (5,)
+    torch.testing.assert_close(out.loss, out.reconstruction + out.kl.sum(1))
+    assert (out.kl >= 0).all() and (out.reconstruction > 0).all()
+
+
+@pytest.mark.parametrize("attention", ["filterbank", "none"])
+def test_given_noise_makes_forward_deterministic(registry, attention):
+    model = make_model(registry, attention=attention)
+    x = torch.rand(3, 1, 12, 10).round()
+    noise = torch.randn(T, 3, 4)
+    first, second = model(x, noise=noise), model(x, noise=noise)
+    torch.testing.assert_close(first.canvas, second.canvas, rtol=0, atol=0)
+    torch.testing.assert_close(first.loss, second.loss, rtol=0, atol=0)
+    assert not torch.allclose(model(x, noise=torch.randn(T, 3, 4)).canvas, first.canvas)
+
+
+def test_without_noise_forward_samples_afresh(registry):
+    model = make_model(registry)
+    x = torch.rand(3, 1, 12, 10).round()
+    assert not torch.allclose(model(x).canvas, model(x).canvas)
+
+
+@pytest.mark.parametrize("attention", ["filterbank", "none"])
+def test_generate_gives_images_in_unit_interval(registry, attention):
+    model = make_model(registry, attention=attention, image_shape=(3, 8, 14))
+    images = model.generate(7)
+    assert images.shape == (7, 3, 8, 14)
+    assert images.min() >= 0 and images.max() <= 1
+    assert not torch.allclose(images[0], images[1])
+
+
+def test_generate_draws_a_fresh_z_at_every_glimpse(registry):
+    model = make_model(registry)
+    drawn = []
+    model.decoder.register_forward_pre_hook(lambda module, args: drawn.append(args[0].clone()))
+    model.generate(500)
+    assert len(drawn) == T
+    for t in range(1, T):
+        assert not torch.allclose(drawn[t], drawn[0])
+    z = torch.stack(drawn)
+    assert abs(z.mean().item()) < 0.1 and abs(z.std().item() - 1) < 0.1
+
+
+def test_observe_is_called_once_per_glimpse(registry):
+    model = make_model(registry)
+    seen = []
+    observe = lambda t, h_prev, h, canvas: seen.append((t, h_prev.shape, h.shape, canvas.shape))  # noqa: E731
+    model(torch.rand(2, 1, 12, 10).round(), observe=observe)
+    assert seen == [(t, (2, 16), (2, 16), (2, 1, 12, 10)) for t in range(T)]
+    seen.clear()
+    model.generate(3, observe=observe)
+    assert [s[0] for s in seen] == list(range(T))
+
+
+def test_observed_canvas_ends_as_the_output_canvas(registry):
+    model = make_model(registry)
+    canvases = []
+    x = torch.rand(2, 1, 12, 10).round()
+    noise = torch.randn(T, 2, 4)
+    out = model(x, noise=noise, observe=lambda t, h_prev, h, canvas: canvases.append(canvas.clone()))
+    torch.testing.assert_close(canvases[-1], out.canvas)
+
+
+def test_read_uses_the_previous_decoder_state_and_write_the_current_one(registry):
+    model = make_model(registry)
+    attention = model.attention
+    read_states, write_states, observed = [], [], []
+
+    def read(x, x_hat, h_dec):
+        read_states.append(h_dec.clone())
+        return type(attention).read(attention, x, x_hat, h_dec)
+
+    def write(h_dec):
+        write_states.append(h_dec.clone())
+        return type(attention).write(attention, h_dec)
+
+    attention.read, attention.write = read, write
+    model(torch.rand(2, 1, 12, 10).round(), observe=lambda t, h_prev, h, c: observed.append((h_prev, h)))
+    assert torch.equal(read_states[0], torch.zeros(2, 16))
+    for t, (h_prev, h) in enumerate(observed):
+        torch.testing.assert_close(read_states[t], h_prev, rtol=0, atol=0)
+        torch.testing.assert_close(write_states[t], h, rtol=0, atol=0)
+        if t > 0:
+            torch.testing.assert_close(read_states[t], write_states[t - 1], rtol=0, atol=0)
+
+
+def test_error_image_fed_to_read_is_x_minus_sigmoid_of_canvas(registry):
+    model = make_model(registry)
+    attention = model.attention
+    pairs, canvases = [], []
+
+    def read(x, x_hat, h_dec):
+        pairs.append((x.clone(), x_hat.clone()))
+        return type(attention).read(attention, x, x_hat, h_dec)
+
+    attention.read = read
+    x = torch.rand(2, 1, 12, 10).round()
+    model(x, observe=lambda t, h_prev, h, canvas: canvases.append(canvas.clone()))
+    torch.testing.assert_close(pairs[0][1], x - 0.5)                              # c_0 = 0
+    for t in range(1, T):
+        torch.testing.assert_close(pairs[t][1], x - torch.sigmoid(canvases[t - 1]))
+
+
+def test_loss_falls_on_a_small_mnist_subset(registry, mnist_train_file):
+    torch.manual_seed(0)
+    images = torch.from_numpy(mnist_train_file(512).copy()).unsqueeze(1)
+    x = (images.float() / 255 > 0.5).float()
+    model = build_model(DrawConfig(glimpses=4, hidden=32, z_dim=8, read_size=2, write_size=5), registry)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    order = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(100):
+        loss = model(x[torch.randint(0, len(x), (64,), generator=order)]).loss.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < first - 150, (first, last)

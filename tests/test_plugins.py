@@ -1,0 +1,270 @@
+"""Plugins: built-ins arrive through entry points, outside ones through pm.register; clashes and failures are loud."""
+import math
+from types import SimpleNamespace
+
+import imageio.v3 as iio
+import pytest
+import torch
+import torch.nn as nn
+
+import drawkit
+from drawkit import plugins
+from drawkit.checkpoint import load_model, read_checkpoint
+from drawkit.cli import app
+from drawkit.data import SPLITS
+from drawkit.errors import DrawkitError
+from drawkit.model import DrawConfig, build_model, resolve_config
+from drawkit.registry import get_registry
+from drawkit_plugins.filterbank import FilterbankAttention
+from drawkit_plugins.lstm_encoder import LSTMEncoder
+
+
+class GRUEncoder(nn.Module):
+    def __init__(self, glimpse_shape, decoder_size: int, hidden_size: int, output_size: int = None):
+        super().__init__()
+        self.output_size = output_size or hidden_size
+        self.cell = nn.GRUCell(math.prod(glimpse_shape) + decoder_size, self.output_size)
+
+    def initial_state(self, batch: int, like: torch.Tensor):
+        return like.new_zeros(batch, self.output_size)
+
+    def forward(self, glimpse, h_dec, state):
+        h = self.cell(torch.cat([glimpse.flatten(1), h_dec], dim=1), state)
+        return h, h
+
+
+class RandomImages:
+    image_shape = (3, 16, 16)
+    default_binarize = "none"
+    sizes = {"train": 64, "valid": 16, "test": 16}
+
+    def load(self, split, root, download):
+        g = torch.Generator().manual_seed(SPLITS.index(split))
+        return torch.randint(0, 256, (self.sizes[split], *self.image_shape), generator=g, dtype=torch.uint8)
+
+
+class ToyPlugin:
+    @drawkit.hookimpl
+    def register_encoders(self, register):
+        register("toy-gru", GRUEncoder, description="GRU over [glimpse, h_dec]")
+
+    @drawkit.hookimpl
+    def register_datasets(self, register):
+        register("toy-noise", RandomImages, description="random colour images")
+
+
+class DuplicateLSTM:
+    @drawkit.hookimpl
+    def register_encoders(self, register):
+        register("lstm", GRUEncoder, description="an impostor")
+
+
+class ExplodingAttention:
+    @drawkit.hookimpl
+    def register_attention(self, register):
+        raise RuntimeError("boom in the attention hook")
+
+    @drawkit.hookimpl
+    def register_encoders(self, register):
+        register("toy-gru", GRUEncoder)
+
+
+class NotCallable:
+    @drawkit.hookimpl
+    def register_datasets(self, register):
+        register("broken-data", 42)
+
+
+class WithDefaults:
+    @drawkit.hookimpl
+    def register_encoders(self, register):
+        register("toy-gru-wide", GRUEncoder, defaults={"read_size": 3, "write_size": 4})
+
+    @drawkit.hookimpl
+    def register_attention(self, register):
+        register("toy-filterbank", FilterbankAttention, defaults={"read_size": 6})
+
+
+def plugins_table(cli_runner):
+    result = cli_runner.invoke(app, ["plugins"])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.parametrize("kind, name, plugin", [
+    ("encoder", "lstm", "lstm"),
+    ("attention", "filterbank", "filterbank"),
+    ("attention", "none", "no_attention"),
+    ("dataset", "mnist", "mnist"),
+])
+def test_builtins_come_from_package_drawkit(kind, name, plugin):
+    registration = get_registry().get(kind, name)
+    assert registration.plugin == plugin
+    assert registration.package == "drawkit"
+    assert registration.version == drawkit.__version__
+    assert plugin not in plugins.broken
+
+
+def test_plugins_command_lists_builtins(cli_runner):
+    output = plugins_table(cli_runner).stdout
+    for name in ("lstm", "filterbank", "none", "mnist", "drawkit"):
+        assert name in output
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(DrawkitError) as error:
+        get_registry().get("attention", "spotlight")
+    assert "spotlight" in str(error.value) and "filterbank" in str(error.value) and "none" in str(error.value)
+
+
+def test_registered_plugin_appears_in_registry_and_plugins_command(register_plugin, cli_runner):
+    register_plugin(ToyPlugin(), name="toy_plugin")
+    registry = get_registry()
+    assert registry.get("encoder", "toy-gru").plugin == "toy_plugin"
+    assert registry.get("dataset", "toy-noise").factory is RandomImages
+    assert registry.get("encoder", "toy-gru").package == "(registered in code)"
+    output = plugins_table(cli_runner).stdout
+    assert "toy-gru" in output and "toy-noise" in output and "toy_plugin" in output
+
+
+def test_plugin_encoder_and_dataset_train_and_sample(register_plugin, cli_runner, tmp_path):
+    register_plugin(ToyPlugin(), name="toy_plugin")
+    run = tmp_path / "run"
+    result = cli_runner.invoke(app, ["train", "--encoder", "toy-gru", "--dataset", "toy-noise", "--glimpses", "3",
+                                     "--hidden", "16", "--z-dim", "4", "--batch-size", "16", "--max-steps", "3",
+                                     "--no-progress", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    payload = read_checkpoint(run / "checkpoint.pt")
+    assert payload["plugins"]["encoder"]["plugin"] == "toy_plugin"
+    assert payload["plugins"]["dataset"]["name"] == "toy-noise"
+    model, _ = load_model(run / "checkpoint.pt", get_registry())
+    assert isinstance(model.encoder, GRUEncoder) and model.config.image_shape == (3, 16, 16)
+
+    result = cli_runner.invoke(app, ["sample", "--checkpoint", str(run), "--n", "4", "--out", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    side = (2 + 2 * (16 + 2)) * 2                     # 2 x 2 grid, 2-pixel padding, scale 2
+    assert iio.imread(tmp_path / "s.png").shape[:2] == (side, side)
+
+
+def test_duplicate_name_warns_naming_both_plugins_and_keeps_the_first(register_plugin, cli_runner):
+    register_plugin(DuplicateLSTM(), name="impostor")
+    registry = get_registry()
+    assert registry.get("encoder", "lstm").factory is LSTMEncoder
+    assert registry.get("encoder", "lstm").plugin == "lstm"
+    clash = [p for p in registry.problems if "impostor" in p]
+    assert len(clash) == 1 and "'lstm'" in clash[0] and "drawkit" in clash[0]
+    result = plugins_table(cli_runner)
+    assert "Warning:" in result.stderr and "impostor" in result.stderr
+
+
+def test_hook_that_raises_is_reported_and_the_rest_keeps_working(register_plugin):
+    register_plugin(ExplodingAttention(), name="exploding")
+    registry = get_registry()
+    reported = [p for p in registry.problems if "exploding" in p]
+    assert len(reported) == 1 and "boom in the attention hook" in reported[0]
+    assert {"filterbank", "none"} <= set(registry.names("attention"))
+    assert "toy-gru" in registry.names("encoder")
+    model = build_model(DrawConfig(image_shape=(1, 8, 8), glimpses=2, hidden=8, z_dim=2, encoder="toy-gru"), registry)
+    assert model(torch.rand(2, 1, 8, 8).round()).loss.shape == (2,)
+
+
+def test_registering_something_not_callable_is_reported_with_the_plugin(register_plugin):
+    register_plugin(NotCallable(), name="not_callable")
+    registry = get_registry()
+    assert "broken-data" not in registry.names("dataset")
+    assert any("not_callable" in p and "callable" in p for p in registry.problems)
+
+
+class FailingEntryPoint:
+    name = "half_installed"
+    dist = SimpleNamespace(name="drawkit-half-installed", version="0.0.1")
+
+    def load(self):
+        raise ImportError("No module named 'drawkit_half_installed'")
+
+
+@pytest.fixture
+def failing_entry_point(monkeypatch):
+    """Load entry points again with one whose import fails; drawkit's plugin state is put back afterwards."""
+    plugins.load_plugins()
+    broken, sources = dict(plugins.broken), dict(plugins.sources)
+    monkeypatch.delenv("DRAWKIT_LOAD_PLUGINS", raising=False)
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [FailingEntryPoint()])
+    monkeypatch.setattr(plugins, "_loaded", False)
+    try:
+        plugins.load_plugins()
+        yield FailingEntryPoint.name
+    finally:
+        plugins.broken.clear()
+        plugins.broken.update(broken)
+        plugins.sources.clear()
+        plugins.sources.update(sources)
+
+
+def test_plugin_that_fails_to_import_is_recorded_and_the_rest_keeps_working(failing_entry_point):
+    why = plugins.broken[failing_entry_point]
+    assert "drawkit-half-installed" in why and "ImportError" in why and "drawkit_half_installed" in why
+    registry = get_registry()
+    assert why in registry.problems
+    assert registry.get("encoder", "lstm").package == "drawkit"
+
+
+def test_plugins_command_shows_the_broken_plugin(failing_entry_point, cli_runner):
+    result = plugins_table(cli_runner)
+    assert "broken" in result.stdout and failing_entry_point in result.stdout
+    assert "lstm" in result.stdout
+    assert "Warning:" in result.stderr and "drawkit-half-installed" in result.stderr
+
+
+def test_plugin_defaults_fill_unset_window_sizes(register_plugin):
+    register_plugin(WithDefaults(), name="with_defaults")
+    registry = get_registry()
+    resolved = resolve_config(DrawConfig(encoder="toy-gru-wide"), registry)
+    assert (resolved.read_size, resolved.write_size) == (3, 4)
+    resolved = resolve_config(DrawConfig(encoder="toy-gru-wide", read_size=2), registry)
+    assert (resolved.read_size, resolved.write_size) == (2, 4)
+    resolved = resolve_config(DrawConfig(encoder="toy-gru-wide", attention="toy-filterbank"), registry)
+    assert resolved.read_size == 3                    # the encoder's preference comes first
+    resolved = resolve_config(DrawConfig(attention="toy-filterbank"), registry)
+    assert (resolved.read_size, resolved.write_size) == (6, 5)
+    resolved = resolve_config(DrawConfig(), registry)
+    assert (resolved.read_size, resolved.write_size) == (2, 5)
+
+
+def test_built_model_uses_the_plugin_defaults(register_plugin):
+    register_plugin(WithDefaults(), name="with_defaults")
+    config = DrawConfig(image_shape=(1, 10, 10), glimpses=2, hidden=8, z_dim=2, encoder="toy-gru-wide")
+    model = build_model(config, get_registry())
+    assert (model.attention.read_size, model.attention.write_size) == (3, 4)
+    assert model.attention.read(torch.zeros(1, 1, 10, 10), torch.zeros(1, 1, 10, 10), torch.zeros(1, 8)).shape == (
+        1, 2, 3, 3)
+
+
+def test_encoder_options_reach_the_factory(register_plugin):
+    register_plugin(ToyPlugin(), name="toy_plugin")
+    config = DrawConfig(image_shape=(1, 8, 8), glimpses=2, hidden=8, z_dim=2, encoder="toy-gru",
+                        encoder_options={"output_size": 12})
+    model = build_model(config, get_registry())
+    assert model.encoder.output_size == 12
+    assert model(torch.rand(3, 1, 8, 8).round()).kl.shape == (3, 2)
+
+
+def test_unknown_encoder_option_names_the_accepted_ones(register_plugin):
+    register_plugin(ToyPlugin(), name="toy_plugin")
+    config = DrawConfig(image_shape=(1, 8, 8), glimpses=2, hidden=8, z_dim=2, encoder="toy-gru",
+                        encoder_options={"depth": 2})
+    with pytest.raises(DrawkitError) as error:
+        build_model(config, get_registry())
+    assert "depth" in str(error.value) and "output_size" in str(error.value) and "toy-gru" in str(error.value)
+
+
+def test_unknown_attention_option_is_refused():
+    config = DrawConfig(image_shape=(1, 8, 8), glimpses=2, hidden=8, z_dim=2, attention_options={"blur": 1})
+    with pytest.raises(DrawkitError, match="blur"):
+        build_model(config, get_registry())
+
+
+def test_option_naming_a_required_argument_is_a_user_error():
+    config = DrawConfig(image_shape=(1, 8, 8), glimpses=2, hidden=8, z_dim=2, encoder_options={"hidden_size": 4})
+    with pytest.raises(DrawkitError, match="hidden_size"):
+        build_model(config, get_registry())
