@@ -3,7 +3,6 @@
 Inputs are binarized the way the checkpoint's training was (its ``train_config.binarize``),
 with a fixed seed, so the same command shows the same pixels every time.
 """
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch

@@ -1,6 +1,5 @@
 """The loss-curve picture: drawn from metrics.jsonl with matplotlib, a one-line hint without it."""
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -67,12 +66,7 @@ def test_training_skips_the_picture_with_a_hint(tmp_path, no_matplotlib, capsys)
     assert "drawkit[plot]" in err and len(err.strip().splitlines()) == 1
 
 
-def test_train_without_matplotlib_still_finishes(tmp_path, no_matplotlib, monkeypatch):
-    if not os.environ.get("DRAWKIT_DATA"):
-        monkeypatch.setenv("DRAWKIT_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    monkeypatch.setenv("DRAWKIT_OFFLINE", "1")
-    if not (Path(os.environ["DRAWKIT_DATA"]) / "MNIST").is_dir():
-        pytest.skip("MNIST is not in $DRAWKIT_DATA")
+def test_train_without_matplotlib_still_finishes(tmp_path, no_matplotlib, mnist_available):
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", "--glimpses", "2", "--hidden", "8", "--z-dim", "2", "--max-steps", "1",
                                  "--batch-size", "8", "--val-images", "8", "--no-progress", "--out", str(out)])

@@ -1,5 +1,4 @@
 """reconstruct through the CLI, and turning user picture files into the model's input."""
-import os
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -17,19 +16,13 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A tiny checkpoint trained here, on MNIST from the shared folder when $DRAWKIT_DATA is unset."""
-    with pytest.MonkeyPatch.context() as mp:
-        if not os.environ.get("DRAWKIT_DATA"):
-            mp.setenv("DRAWKIT_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-        mp.setenv("DRAWKIT_OFFLINE", "1")
-        if not (Path(os.environ["DRAWKIT_DATA"]) / "MNIST").is_dir():
-            pytest.skip("MNIST is not in $DRAWKIT_DATA")
-        out = tmp_path_factory.mktemp("run")
-        result = runner.invoke(app, ["train", "--glimpses", "2", "--hidden", "8", "--z-dim", "2", "--max-steps", "1",
-                                     "--batch-size", "8", "--val-images", "8", "--no-progress", "--out", str(out)])
-        assert result.exit_code == 0, result.output
-        yield out
+def run(mnist_available, tmp_path_factory) -> Path:
+    """A tiny checkpoint trained here."""
+    out = tmp_path_factory.mktemp("run")
+    result = runner.invoke(app, ["train", "--glimpses", "2", "--hidden", "8", "--z-dim", "2", "--max-steps", "1",
+                                 "--batch-size", "8", "--val-images", "8", "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
 
 
 def reconstruct(run: Path, tmp_path: Path, *args: str):

@@ -1,5 +1,4 @@
 """visualize-attention and sample --gif through the CLI, on tiny checkpoints trained here."""
-import os
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -15,18 +14,6 @@ GLIMPSES = 3
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def data_env():
-    """MNIST from the shared folder beside the project when $DRAWKIT_DATA is unset; never download."""
-    with pytest.MonkeyPatch.context() as mp:
-        if not os.environ.get("DRAWKIT_DATA"):
-            mp.setenv("DRAWKIT_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-        mp.setenv("DRAWKIT_OFFLINE", "1")
-        if not (Path(os.environ["DRAWKIT_DATA"]) / "MNIST").is_dir():
-            pytest.skip("MNIST is not in $DRAWKIT_DATA")
-        yield
-
-
 def train_tiny(out: Path, attention: str = "filterbank") -> Path:
     result = runner.invoke(app, ["train", "--attention", attention, "--glimpses", str(GLIMPSES), "--hidden", "8",
                                  "--z-dim", "2", "--max-steps", "2", "--batch-size", "8", "--val-images", "16",
@@ -36,12 +23,12 @@ def train_tiny(out: Path, attention: str = "filterbank") -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data_env) -> Path:
+def run(tmp_path_factory, mnist_available) -> Path:
     return train_tiny(tmp_path_factory.mktemp("filterbank"))
 
 
 @pytest.fixture(scope="module")
-def run_none(tmp_path_factory, data_env) -> Path:
+def run_none(tmp_path_factory, mnist_available) -> Path:
     return train_tiny(tmp_path_factory.mktemp("none"), attention="none")
 
 
