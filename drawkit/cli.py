@@ -190,14 +190,17 @@ def _resume(ctx: typer.Context, run_dir: str, progress: bool) -> None:
 
 
 def _run_training(model_config, config, progress: bool, resume: dict = None) -> None:
+    from drawkit.interrupts import exit_at_once_on_another_signal
     from drawkit.train import Interrupted
     from drawkit.train import train as run_training
 
     try:
         result = run_training(model_config, config, progress=progress, resume=resume)
     except Interrupted as exc:
-        stderr.print(f"Interrupted: checkpoint saved to {exc.checkpoint}; continue with "
-                     f"'drawkit train --resume {config.out}'")
+        if _command_line:
+            exit_at_once_on_another_signal()
+        stderr.print(f"Interrupted: checkpoint saved to {escape(str(exc.checkpoint))}; continue with "
+                     f"'drawkit train --resume {escape(str(config.out))}'", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code)
     bound = f"; validation bound {result['nll_bound']:.2f} nats/image" if "nll_bound" in result else ""
     skipped = f"; skipped {result['skipped_steps']} non-finite steps" if result["skipped_steps"] else ""
@@ -358,5 +361,10 @@ load_plugins()
 pm.hook.register_commands(cli=app)
 
 
+_command_line = False  # True in the `drawkit` process itself, not when the app is called in-process
+
+
 def main() -> None:
+    global _command_line
+    _command_line = True
     app()

@@ -1,6 +1,8 @@
 """``drawkit evaluate``: the bound (and importance-weighted bound) of a checkpoint on a data split."""
 from typing import Optional
 
+import torch
+
 from drawkit.bound import variational_bound
 from drawkit.checkpoint import load_model
 from drawkit.data import SPLITS, fixed_binarization, load_split, trained_data_dir
@@ -9,7 +11,7 @@ from drawkit.errors import DrawkitError
 from drawkit.progress import counting_progress
 from drawkit.registry import get_registry
 
-EVAL_SEED = 0  # test images of dynamically binarized sets are binarized once, with this seed
+EVAL_SEED = 0  # held-out images of dynamically binarized sets are binarized once, and z drawn, from this seed
 
 
 def evaluate(checkpoint, split: str = "test", importance_samples: int = 1, batch_size: int = 100,
@@ -19,11 +21,12 @@ def evaluate(checkpoint, split: str = "test", importance_samples: int = 1, batch
     if split not in SPLITS:
         raise DrawkitError(f"unknown --split '{split}'; choose one of: {', '.join(SPLITS)}")
     for option, value in {"--importance-samples": importance_samples, "--batch-size": batch_size,
-                          "--max-images": max_images or 1}.items():
+                          "--max-images": 1 if max_images is None else max_images}.items():
         if value < 1:
             raise DrawkitError(f"{option} must be a positive whole number, got {value}")
     registry = get_registry()
-    model, payload = load_model(checkpoint, registry, resolve_device(device))
+    device = resolve_device(device)
+    model, payload = load_model(checkpoint, registry, device)
     train_config = payload.get("train_config", {})
     name = train_config.get("dataset")
     if not name:
@@ -32,7 +35,9 @@ def evaluate(checkpoint, split: str = "test", importance_samples: int = 1, batch
     images = load_split(dataset, name, split, data_dir or trained_data_dir(train_config))[:max_images]
     mode = train_config.get("binarize") or "none"
     x = fixed_binarization(images, mode, seed=EVAL_SEED)
-    with counting_progress(f"evaluate {split}", total=len(x), enabled=progress) as advance:
+    with counting_progress(f"evaluate {split}", total=len(x), enabled=progress) as advance, \
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(EVAL_SEED)  # the same checkpoint and options give the same numbers
         result = variational_bound(model, x, batch_size, importance_samples, on_batch=advance)
     result.update(dataset=name, split=split, binarize=mode, likelihood=model.config.likelihood,
                   step=payload.get("step"), checkpoint=str(checkpoint))

@@ -1,5 +1,7 @@
 """Ctrl-C or SIGTERM during training: finish the step, save, then stop; a second signal stops at once."""
+import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -38,3 +40,21 @@ def stop_requests():
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def exit_at_once_on_another_signal() -> None:
+    """After a stop was saved and reported: a further SIGINT/SIGTERM ends the process at once, quietly.
+
+    Without it, a signal during the interpreter's shutdown prints a KeyboardInterrupt traceback.
+    For the ``drawkit`` command only: it ends the interpreter, so library callers never get it.
+    """
+    def handler(signum, frame):
+        for stream in (sys.stderr, sys.stdout):
+            try:
+                stream.flush()
+            except Exception:  # a signal that lands mid-write must still exit
+                pass
+        os._exit(EXIT_CODES.get(signum, 130))
+
+    for sig in EXIT_CODES:
+        signal.signal(sig, handler)

@@ -40,14 +40,18 @@ class DiscretizedLogistic(nn.Module):
         centred = x - torch.sigmoid(canvas)
         upper = inv_scale * (centred + half_bin)
         lower = inv_scale * (centred - half_bin)
-        log_cdf_upper = upper - F.softplus(upper)           # log sigmoid(upper): the bottom bin [0, half_bin]
-        log_sf_lower = -F.softplus(lower)                   # log (1 - sigmoid(lower)): the top bin
-        bin_mass = torch.sigmoid(upper) - torch.sigmoid(lower)
-        middle = inv_scale * centred                        # when the bin mass underflows: density x width
-        log_density = middle - log_scale - 2 * F.softplus(middle) + math.log(2 * half_bin)
-        log_inner = torch.where(bin_mass > 1e-5, torch.log(bin_mass.clamp(min=1e-12)), log_density)
+        log_cdf_upper = F.logsigmoid(upper)                 # log sigmoid(upper): the bottom bin [0, half_bin]
+        log_sf_lower = F.logsigmoid(-lower)                 # log (1 - sigmoid(lower)): the top bin
+        # sigmoid(u) - sigmoid(l) = sigmoid(u) sigmoid(-l) (1 - exp(l - u)): no cancellation, exact in the tails
+        log_inner = log_cdf_upper + log_sf_lower + _log1mexp(-log_scale - math.log(LEVELS - 1))
         log_p = torch.where(x < half_bin, log_cdf_upper, torch.where(x > 1 - half_bin, log_sf_lower, log_inner))
         return -log_p.flatten(1).sum(1)
+
+
+def _log1mexp(log_d: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(-d)) for d = exp(log_d) > 0, also where d underflows."""
+    d = log_d.exp()
+    return torch.where(d < 1e-3, log_d - d / 2, torch.log(-torch.expm1(-d.clamp(min=1e-3))))
 
 
 LIKELIHOODS = {"bernoulli": Bernoulli, "logistic": DiscretizedLogistic}

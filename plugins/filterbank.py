@@ -26,9 +26,25 @@ class Window(NamedTuple):
     size: int  # N
 
 
+#: Safe ranges for the log-parameters, far outside anything a working model uses. In float32, sigma^2 near
+#: e^-50 makes the backward pass of exp(-(a - mu)^2 / 2 sigma^2) compute 0 * inf = NaN, a stride near e^50
+#: overflows (a - mu)^2, and e^89 and above overflow to inf. Inside the ranges the paper's formulas apply
+#: unchanged; outside, the value is held at the bound (and its gradient is zero).
+LOG_SIGMA2_RANGE = (-10.0, 30.0)   # sigma from 0.007 pixels to 3e6 pixels
+LOG_DELTA_RANGE = (-30.0, 10.0)    # stride from 1e-13 to 2e4 times the whole-image stride
+LOG_GAMMA_RANGE = (-30.0, 30.0)    # intensity 1e-13 to 1e13
+
+
 def window_from_params(params: torch.Tensor, width: int, height: int, size: int) -> Window:
-    """params (B, 5) = (g~x, g~y, log sigma^2, log delta~, log gamma) -> Window (eqs. 21-24)."""
+    """params (B, 5) = (g~x, g~y, log sigma^2, log delta~, log gamma) -> Window (eqs. 21-24).
+
+    log sigma^2, log delta~ and log gamma are clamped to LOG_SIGMA2_RANGE, LOG_DELTA_RANGE and
+    LOG_GAMMA_RANGE, so outputs and gradients stay finite in float32 for any value of them.
+    """
     gx_, gy_, log_sigma2, log_delta, log_gamma = params.unbind(dim=1)
+    log_sigma2 = log_sigma2.clamp(*LOG_SIGMA2_RANGE)
+    log_delta = log_delta.clamp(*LOG_DELTA_RANGE)
+    log_gamma = log_gamma.clamp(*LOG_GAMMA_RANGE)
     gx = (width + 1) / 2 * (gx_ + 1)
     gy = (height + 1) / 2 * (gy_ + 1)
     # With one filter the stride is unused (its centre is g); max(N-1, 1) keeps it defined.

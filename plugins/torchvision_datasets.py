@@ -8,6 +8,7 @@ Splits (valid is always cut from the end of the training set, so test stays the 
   batches). The batches are read here rather than by torchvision's class, which insists on the
   published checksums; torchvision only downloads them.
 """
+import importlib.util
 import pickle
 from pathlib import Path
 
@@ -67,11 +68,7 @@ class SVHN:
 
         part = "test" if split == "test" else "train"
         filename = f"{part}_32x32.mat"
-        try:
-            import scipy.io  # noqa: F401  (torchvision imports it when reading)
-            have_scipy = True
-        except ImportError:
-            have_scipy = False
+        have_scipy = importlib.util.find_spec("scipy") is not None  # torchvision reads .mat files with it
         if not have_scipy:  # said before any download: no point fetching 180 MB that cannot be read
             if (root / filename).is_file() or download:
                 raise DrawkitError(SCIPY_HINT)

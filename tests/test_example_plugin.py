@@ -1,0 +1,70 @@
+"""The outside package in examples/ plugs in through its entry point alone: declared, installed, found, trained."""
+import importlib.metadata
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from drawkit import plugins
+from drawkit.checkpoint import read_checkpoint
+from drawkit.cli import app
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "drawkit-gru-encoder"
+
+
+def test_pyproject_declares_the_entry_point():
+    project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
+    assert project["build-system"]["build-backend"] == "setuptools.build_meta"
+    assert project["project"]["name"] == "drawkit-gru-encoder"
+    assert project["project"]["entry-points"]["drawkit"] == {"gru": "drawkit_gru_encoder"}
+    assert project["tool"]["setuptools"]["py-modules"] == ["drawkit_gru_encoder"]
+    assert (EXAMPLE / "drawkit_gru_encoder.py").is_file() and (EXAMPLE / "README.md").is_file()
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The example pip-installed (offline, no dependencies) into a throwaway folder, never into the venv."""
+    if importlib.util.find_spec("pip") is None or importlib.util.find_spec("setuptools") is None:
+        pytest.skip("pip and setuptools are needed to build the example package")
+    work = tmp_path_factory.mktemp("example")
+    source, target = work / "source", work / "site"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(source)], check=True)
+    return target
+
+
+@pytest.fixture
+def gru_plugin(installed, register_plugin, monkeypatch):
+    """What load_plugins does for an installed package: find the entry point, import it, register it."""
+    (dist,) = importlib.metadata.distributions(path=[str(installed)])
+    (ep,) = [ep for ep in dist.entry_points if ep.group == plugins.ENTRY_POINT_GROUP]
+    monkeypatch.syspath_prepend(str(installed))
+    monkeypatch.delitem(sys.modules, "drawkit_gru_encoder", raising=False)
+    assert (ep.name, ep.value, ep.dist.name) == ("gru", "drawkit_gru_encoder", "drawkit-gru-encoder")
+    if plugins.pm.has_plugin(ep.name):
+        pytest.skip("drawkit-gru-encoder is installed in this environment; uninstall it to run this test")
+    monkeypatch.setitem(plugins.sources, ep.name, plugins.PluginSource(ep.dist.name, ep.dist.version))
+    register_plugin(ep.load(), name=ep.name)
+    return ep
+
+
+def test_installed_example_is_listed(gru_plugin, cli_runner):
+    result = cli_runner.invoke(app, ["plugins"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stdout.splitlines() if " gru " in line)
+    assert "encoder" in line and "drawkit-gru-encoder 0.1.0" in line
+
+
+def test_installed_example_trains_and_samples(gru_plugin, mnist_available, cli_runner, tiny_train_args, tmp_path):
+    run = tmp_path / "run"
+    result = cli_runner.invoke(app, ["train", "--encoder", "gru", *tiny_train_args, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    record = read_checkpoint(run / "checkpoint.pt")["plugins"]["encoder"]
+    assert record == {"name": "gru", "plugin": "gru", "package": "drawkit-gru-encoder", "version": "0.1.0"}
+    result = cli_runner.invoke(app, ["sample", "--checkpoint", str(run), "--n", "4", "--out", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
