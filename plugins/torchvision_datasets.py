@@ -8,7 +8,7 @@ Splits (valid is always cut from the end of the training set, so test stays the 
   batches). The batches are read here rather than by torchvision's class, which insists on the
   published checksums; torchvision only downloads them.
 """
-import importlib.util
+import importlib
 import pickle
 from pathlib import Path
 
@@ -68,7 +68,11 @@ class SVHN:
 
         part = "test" if split == "test" else "train"
         filename = f"{part}_32x32.mat"
-        have_scipy = importlib.util.find_spec("scipy") is not None  # torchvision reads .mat files with it
+        try:
+            importlib.import_module("scipy.io")  # torchvision reads the .mat files with it
+            have_scipy = True
+        except ImportError:
+            have_scipy = False
         if not have_scipy:  # said before any download: no point fetching 180 MB that cannot be read
             if (root / filename).is_file() or download:
                 raise DrawkitError(SCIPY_HINT)
