@@ -132,7 +132,7 @@ def train(
     attention_opt: Annotated[Optional[list[str]], typer.Option(help="Attention option KEY=VALUE (repeatable).")] = None,
     likelihood: Annotated[Optional[str], typer.Option(help="bernoulli | logistic (default: the dataset's).")] = None,
     binarize: Annotated[Optional[str], typer.Option(help="sample | threshold | none (default: the dataset's).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 100,
+    batch_size: Annotated[int, typer.Option(help="Images per step; with several processes split evenly across them.")] = 100,
     epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 10,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
@@ -146,6 +146,7 @@ def train(
     keep: Annotated[int, typer.Option(help="How many checkpoint-<step>.pt to keep besides checkpoint.pt and best.pt.")] = 3,
     resume: Annotated[Optional[str], typer.Option(help="Continue the run in this folder from its last checkpoint.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    distributed: Annotated[bool, typer.Option("--distributed", help="Join the processes torchrun started (automatic when it started several): 'torchrun --nproc_per_node=N -m drawkit train ...'.")] = False,
 ) -> None:
     """Train DRAW on a dataset; writes OUT/checkpoint.pt and OUT/metrics.jsonl."""
     from drawkit.model import DrawConfig
@@ -153,7 +154,7 @@ def train(
     from drawkit.train import TrainConfig
 
     if resume:
-        return _resume(ctx, resume, progress)
+        return _resume(ctx, resume, progress, distributed)
     values = dict(ctx.params)
     if preset:
         values.update({k: v for k, v in preset_options(preset).items() if not _explicit(ctx, k)})
@@ -168,14 +169,15 @@ def train(
         binarize=binarize, data_dir=data_dir, batch_size=values["batch_size"], epochs=epochs,
         max_steps=max_steps, lr=values["lr"], clip=clip, seed=seed, device=device, out=out,
         log_every=log_every, val_images=val_images, keep=keep, preset=preset)
-    _run_training(model_config, config, progress)
+    _run_training(model_config, config, progress, distributed=distributed)
 
 
 #: what may change when resuming; everything else comes from the checkpoint
-RESUMABLE = ("epochs", "max_steps", "device", "data_dir", "log_every", "keep", "progress", "resume")
+CHANGEABLE = ("epochs", "max_steps", "device", "data_dir", "log_every", "keep")
+RESUMABLE = CHANGEABLE + ("progress", "resume", "distributed")  # and how the command runs
 
 
-def _resume(ctx: typer.Context, run_dir: str, progress: bool) -> None:
+def _resume(ctx: typer.Context, run_dir: str, progress: bool, distributed: bool) -> None:
     from dataclasses import replace
 
     from drawkit.train import resume_configs
@@ -183,25 +185,31 @@ def _resume(ctx: typer.Context, run_dir: str, progress: bool) -> None:
     fixed = [name for name in ctx.params if _explicit(ctx, name) and name not in RESUMABLE]
     if fixed:
         raise DrawkitError(f"--{fixed[0].replace('_', '-')} cannot change when resuming; only "
-                           f"{', '.join('--' + n.replace('_', '-') for n in RESUMABLE[:-2])} can")
+                           f"{', '.join('--' + n.replace('_', '-') for n in CHANGEABLE)} can")
     model_config, config, payload = resume_configs(run_dir)
-    changes = {name: ctx.params[name] for name in RESUMABLE[:-2] if _explicit(ctx, name)}
-    _run_training(model_config, replace(config, out=run_dir, **changes), progress, payload)
+    changes = {name: ctx.params[name] for name in CHANGEABLE if _explicit(ctx, name)}
+    _run_training(model_config, replace(config, out=run_dir, **changes), progress, payload, distributed)
 
 
-def _run_training(model_config, config, progress: bool, resume: dict = None) -> None:
+def _run_training(model_config, config, progress: bool, resume: dict = None, distributed: bool = False) -> None:
+    from drawkit import distributed as processes
     from drawkit.interrupts import exit_at_once_on_another_signal
     from drawkit.train import Interrupted
     from drawkit.train import train as run_training
 
-    try:
-        result = run_training(model_config, config, progress=progress, resume=resume)
-    except Interrupted as exc:
-        if _command_line:
-            exit_at_once_on_another_signal()
-        stderr.print(f"Interrupted: checkpoint saved to {escape(str(exc.checkpoint))}; continue with "
-                     f"'drawkit train --resume {escape(str(config.out))}'", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code)
+    with processes.session(distributed, config.device):
+        main = processes.is_main()  # with several processes, rank 0 alone reports
+        try:
+            result = run_training(model_config, config, progress=progress, resume=resume)
+        except Interrupted as exc:
+            if _command_line:
+                exit_at_once_on_another_signal()
+            if main:
+                stderr.print(f"Interrupted: checkpoint saved to {escape(str(exc.checkpoint))}; continue with "
+                             f"'drawkit train --resume {escape(str(config.out))}'", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code)
+    if not main:
+        return
     bound = f"; validation bound {result['nll_bound']:.2f} nats/image" if "nll_bound" in result else ""
     skipped = f"; skipped {result['skipped_steps']} non-finite steps" if result["skipped_steps"] else ""
     typer.echo(f"trained {result['steps']} steps on {result['device']}{bound}{skipped}; "

@@ -82,26 +82,45 @@ class Draw(nn.Module):
         ``log_ratio`` also returns log q(z|x) - log p(z) of the z drawn, for importance-weighted bounds.
         """
         batch = x.shape[0]
-        canvas, (h_dec, c_dec) = self._zeros(batch, x)
+        canvas, dec_state = self._zeros(batch, x)
         enc_state = self.encoder.initial_state(batch, x)
-        kls = []
-        ratio = x.new_zeros(batch) if log_ratio else None
+        kls, ratios = [], []
         for t in range(self.config.glimpses):
-            x_hat = x - torch.sigmoid(canvas)                       # error image
-            glimpse = self.attention.read(x, x_hat, h_dec)          # uses h_dec_{t-1}
-            h_enc, enc_state = self.encoder(glimpse, h_dec, enc_state)
-            mu, logvar = self.posterior(h_enc).chunk(2, dim=1)      # (B, z) each
-            eps = torch.randn_like(mu) if noise is None else noise[t]
-            z = mu + eps * torch.exp(0.5 * logvar)                  # reparameterisation
-            kls.append(gaussian_kl(mu, logvar))
-            if log_ratio:  # log N(z; mu, sigma) - log N(z; 0, I); the 2 pi terms cancel
-                ratio = ratio + 0.5 * (z.pow(2) - eps.pow(2) - logvar).sum(1)
-            h_prev = h_dec
-            h_dec, c_dec = self.decoder(z, (h_dec, c_dec))
-            canvas = canvas + self.attention.write(h_dec)           # uses h_dec_t
+            eps = x.new_empty(batch, self.config.z_dim).normal_() if noise is None else noise[t]
+            h_prev = dec_state[0]
+            canvas, dec_state, enc_state, kl, ratio = self._glimpse(x, canvas, dec_state, enc_state, eps, log_ratio)
+            kls.append(kl)
+            ratios.append(ratio)
             if observe is not None:
-                observe(t, h_prev, h_dec, canvas)
+                observe(t, h_prev, dec_state[0], canvas)
+        ratio = torch.stack(ratios).sum(0) if log_ratio else None
         return DrawOutput(self.likelihood.nll(canvas, x), torch.stack(kls, dim=1), canvas, ratio)
+
+    def glimpse(self, x, canvas, dec_state, enc_state, eps, log_ratio: bool = False):
+        """One read-encode-sample-decode-write step; everything DRAW does per glimpse t."""
+        h_dec, c_dec = dec_state
+        x_hat = x - torch.sigmoid(canvas)                       # error image
+        glimpse = self.attention.read(x, x_hat, h_dec)          # uses h_dec_{t-1}
+        h_enc, enc_state = self.encoder(glimpse, h_dec, enc_state)
+        mu, logvar = self.posterior(h_enc).chunk(2, dim=1)      # (B, z) each
+        z = mu + eps * torch.exp(0.5 * logvar)                  # reparameterisation
+        # log N(z; mu, sigma) - log N(z; 0, I) of this z (the 2 pi terms cancel), for importance weights
+        ratio = 0.5 * (z.pow(2) - eps.pow(2) - logvar).sum(1) if log_ratio else None
+        h_dec, c_dec = self.decoder(z, (h_dec, c_dec))
+        canvas = canvas + self.attention.write(h_dec)           # uses h_dec_t
+        return canvas, (h_dec, c_dec), enc_state, gaussian_kl(mu, logvar), ratio
+
+    _glimpse = glimpse  # replaced by a compiled version of itself by compile_glimpses()
+
+    def compile_glimpses(self, mode: Optional[str] = None) -> "Draw":
+        """Compile the glimpse with torch.compile: its dozens of small ops run as a few fused kernels.
+
+        The loop over glimpses stays in Python, so the compiled graph is one glimpse long (quick to
+        compile, whatever T is) and the noise is drawn outside it: a compiled model consumes the
+        random stream exactly as the eager one does. ``mode='reduce-overhead'`` adds CUDA graphs.
+        """
+        self._glimpse = torch.compile(self.glimpse, dynamic=False, mode=mode)
+        return self
 
     @torch.no_grad()
     def generate(self, n: int, observe: Optional[Callable] = None) -> torch.Tensor:

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from drawkit import distributed
 from drawkit.bound import variational_bound
 from drawkit.checkpoint import FILENAME, CheckpointWriter, plugin_record, read_checkpoint
 from drawkit.data import BINARIZE_MODES, Batches, binarize, fixed_binarization, load_split, to_unit_float
@@ -118,7 +119,8 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
     """Train DRAW, validating each epoch; ``resume`` is a checkpoint payload to continue from."""
     registry = get_registry()
     model_config, dataset = prepare(model_config, config, registry)
-    device = resolve_device(config.device)
+    device = distributed.local_device(resolve_device(config.device))
+    distributed.check_batch_size(config.batch_size)
     out = output_dir(config.out, "--out")
     mode = config.binarize or getattr(dataset, "default_binarize", "none")
     config = replace(config, binarize=mode)
@@ -139,6 +141,9 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
         optimizer.load_state_dict(resume["optimizer"])
         state = RunState(**resume["progress"])
         set_rng_state(resume["rng"])
+    distributed.own_random_stream(config.seed, state.step)
+    ddp_model = distributed.wrap(model, device)  # trains; ``model`` is what is validated and saved
+    main = distributed.is_main()  # the one process that writes the run folder and prints
     plugins = {kind: plugin_record(registry, kind, name) for kind, name in
                (("encoder", model_config.encoder), ("attention", model_config.attention), ("dataset", config.dataset))}
     writer = CheckpointWriter(out, config.keep)
@@ -147,24 +152,26 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
 
     def log(record: dict) -> dict:
         record = {**record, "step": state.step, "epoch": state.epoch, "time_s": time.perf_counter() - started}
-        with metrics_file.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        if main:
+            with metrics_file.open("a") as f:
+                f.write(json.dumps(record) + "\n")
         return record
 
     def save(best: bool = False) -> None:
-        writer.save(model, plugins, state.step, best=best, optimizer=optimizer.state_dict(),
-                    progress=asdict(state), rng=rng_state(), train_config=asdict(config),
-                    dataset_source=getattr(dataset, "source", None))
+        if main:
+            writer.save(model, plugins, state.step, best=best, optimizer=optimizer.state_dict(),
+                        progress=asdict(state), rng=rng_state(), train_config=asdict(config),
+                        dataset_source=getattr(dataset, "source", None))
 
     last = {}
     bad_in_a_row, first_step = 0, state.step
-    with training_progress(progress) as bar, stop_requests() as stop:
+    with training_progress(progress and main) as bar, stop_requests() as stop:
         task = bar.add_task(f"epoch {state.epoch}", total=total_steps, completed=state.step, loss="")
         while state.step < total_steps:
             bar.update(task, description=f"epoch {state.epoch}")
             for images in batches.epoch(state.epoch, skip=state.epoch_step):
-                x = binarize(to_unit_float(images), mode)
-                output, finite = train_step(model, optimizer, x, config.clip)
+                x = binarize(to_unit_float(distributed.shard(images)), mode)
+                output, finite = train_step(ddp_model, optimizer, x, config.clip)
                 state.step += 1
                 state.epoch_step += 1
                 if not finite:
@@ -181,30 +188,40 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
                     bar.update(task, loss=f"{last['loss']:.1f} nats/img (rec {last['reconstruction']:.1f}, "
                                           f"kl {last['kl']:.1f})")
                 bar.advance(task)
-                if stop.requested:  # the step is finished: save it, then stop
+                exit_code = distributed.agreed_stop(stop)
+                if exit_code:  # the step is finished: save it, then stop
                     save()
-                    raise Interrupted(out / FILENAME, stop.exit_code)
+                    distributed.barrier()  # torchrun stops every process once one exits: not before the save
+                    raise Interrupted(out / FILENAME, exit_code)
                 if state.step >= total_steps:
                     break
+            # every rank validates on all of it, with the same model and seed: the same numbers as one
+            # process, and no rank idles in a collective that could time out
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(VALIDATION_SEED)
                 bound = variational_bound(model, valid_x, config.batch_size)
             last = log({"split": "valid", **bound})
-            stderr.print(f"epoch {state.epoch}: validation bound {bound['nll_bound']:.2f} nats/image "
-                         f"(rec {bound['reconstruction']:.2f}, kl {bound['kl']:.2f})")
+            if main:
+                stderr.print(f"epoch {state.epoch}: validation bound {bound['nll_bound']:.2f} nats/image "
+                             f"(rec {bound['reconstruction']:.2f}, kl {bound['kl']:.2f})")
             improved = bound["nll_bound"] < state.best_bound
             state.best_bound = min(state.best_bound, bound["nll_bound"])
             if state.epoch_step == len(batches):
                 state.epoch, state.epoch_step = state.epoch + 1, 0
             save(best=improved)
-    from drawkit.curves import curves_after_training  # matplotlib is optional: a hint, not a failure
-    curves_after_training(out)
+    if main:
+        from drawkit.curves import curves_after_training  # matplotlib is optional: a hint, not a failure
+        curves_after_training(out)
     return {**last, "checkpoint": str(out / FILENAME), "steps": state.step, "device": str(device),
             "skipped_steps": state.skipped_steps}
 
 
 def train_step(model, optimizer, x: torch.Tensor, clip: float):
-    """One Adam step on the mean negative bound; a non-finite loss or gradient skips the update."""
+    """One Adam step on the mean negative bound; a non-finite loss or gradient skips the update.
+
+    Under DDP ``model`` is the wrapper: backward averages the gradients over ranks, so every rank
+    sees the same norm (a NaN on one rank reaches all) and all skip or step together.
+    """
     output = model(x)
     loss = output.loss.mean()
     optimizer.zero_grad(set_to_none=True)
@@ -217,7 +234,7 @@ def train_step(model, optimizer, x: torch.Tensor, clip: float):
 
 
 def train_metrics(output, state: RunState, first_step: int, started: float) -> dict:
-    rec, kl = output.reconstruction.mean().item(), output.kl.sum(1).mean().item()
+    rec, kl = distributed.mean_over_ranks(output.reconstruction.mean(), output.kl.sum(1).mean())
     return {"split": "train", "loss": rec + kl, "reconstruction": rec, "kl": kl,
             "steps_per_s": (state.step - first_step) / max(time.perf_counter() - started, 1e-9),
             "skipped_steps": state.skipped_steps}
