@@ -3,6 +3,7 @@
 The encoder and the attention (read/write) come from plugins; the decoder LSTM,
 the posterior Q(z|h_enc) and the additive canvas are DRAW itself and live here.
 """
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, NamedTuple, Optional
 
@@ -119,6 +120,7 @@ class Draw(nn.Module):
         compile, whatever T is) and the noise is drawn outside it: a compiled model consumes the
         random stream exactly as the eager one does. ``mode='reduce-overhead'`` adds CUDA graphs.
         """
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # a CUDA_HOME note on CPU machines
         self._glimpse = torch.compile(self.glimpse, dynamic=False, mode=mode)
         return self
 

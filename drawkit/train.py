@@ -49,6 +49,7 @@ class TrainConfig:
     keep: int = 3                       # checkpoint-<step>.pt files kept besides checkpoint.pt and best.pt
     max_bad_steps: int = 10             # non-finite losses in a row before training stops
     preset: Optional[str] = None        # the --preset the options came from, for the record
+    compile: bool = False               # torch.compile each glimpse (speed only: the same mathematics)
 
 
 @dataclass
@@ -134,6 +135,8 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
 
     torch.manual_seed(config.seed)
     model = build_model(model_config, registry).to(device)
+    if config.compile:
+        model.compile_glimpses()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     state = RunState()
     if resume is not None:

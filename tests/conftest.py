@@ -78,6 +78,14 @@ def cli_runner() -> CliRunner:
 
 
 @pytest.fixture(scope="session")
+def registry():
+    """Every installed plugin's encoders, attention and datasets."""
+    from drawkit.registry import get_registry
+
+    return get_registry()
+
+
+@pytest.fixture(scope="session")
 def mnist_run(mnist_available, tmp_path_factory, cli_runner, tiny_train_args) -> Path:
     """A run folder of a tiny model trained for five steps on MNIST through `drawkit train`."""
     from drawkit.cli import app

@@ -7,15 +7,9 @@ from drawkit.checkpoint import read_checkpoint
 from drawkit.cli import app
 from drawkit.errors import DrawkitError
 from drawkit.model import DrawConfig, build_model
-from drawkit.registry import get_registry
 from drawkit_plugins.cnn_encoder import CNNEncoder
 
 TINY = dict(glimpses=3, hidden=16, z_dim=4, write_size=3)
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return get_registry()
 
 
 def cnn_model(registry, image_shape, attention="filterbank", **config):

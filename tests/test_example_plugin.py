@@ -28,7 +28,11 @@ def test_pyproject_declares_the_entry_point():
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """The example pip-installed (offline, no dependencies) into a throwaway folder, never into the venv."""
-    if importlib.util.find_spec("pip") is None or importlib.util.find_spec("setuptools") is None:
+    # asked of the installed metadata, not the import system: a find_spec("pip") in this process
+    # switches off setuptools' distutils shim, and torch.compile later trips over the stdlib copy
+    try:
+        importlib.metadata.distribution("pip"), importlib.metadata.distribution("setuptools")
+    except importlib.metadata.PackageNotFoundError:
         pytest.skip("pip and setuptools are needed to build the example package")
     work = tmp_path_factory.mktemp("example")
     source, target = work / "source", work / "site"

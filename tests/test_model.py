@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from drawkit.model import DrawConfig, build_model
-from drawkit.registry import get_registry
 
 T = 4
 
@@ -11,11 +10,6 @@ T = 4
 def tiny_config(**changes) -> DrawConfig:
     settings = dict(image_shape=(1, 12, 10), glimpses=T, hidden=16, z_dim=4, read_size=2, write_size=3)
     return DrawConfig(**{**settings, **changes})
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return get_registry()
 
 
 def make_model(registry, seed: int = 0, **changes):

@@ -1,0 +1,103 @@
+"""``drawkit bench``: how fast full training steps run (forward, backward, Adam) on this machine.
+
+It times the very ``train_step`` that ``drawkit train`` runs, on synthetic binary images held
+on the device, so the figure is the model's cost and not the data pipeline's.
+"""
+import platform
+import resource
+import time
+from dataclasses import fields
+from typing import Optional
+
+import torch
+
+from drawkit.devices import resolve_device
+from drawkit.errors import DrawkitError
+from drawkit.model import DrawConfig, build_model
+from drawkit.presets import preset_options
+from drawkit.registry import get_registry
+from drawkit.train import train_step
+
+MODEL_FIELDS = {f.name for f in fields(DrawConfig)}
+
+
+def bench_config(preset: str, glimpses: Optional[int] = None, hidden: Optional[int] = None,
+                 image_size: Optional[int] = None) -> DrawConfig:
+    """The preset's model (the paper's MNIST model by default), with the sizes asked for."""
+    options = {k: v for k, v in preset_options(preset).items() if k in MODEL_FIELDS}
+    overrides = {"glimpses": glimpses, "hidden": hidden, "image_size": image_size}
+    for option, value in overrides.items():
+        if value is not None and value < 1:
+            raise DrawkitError(f"--{option.replace('_', '-')} must be a positive whole number, got {value}")
+    if glimpses is not None:
+        options["glimpses"] = glimpses
+    if hidden is not None:
+        options["hidden"] = hidden
+    return DrawConfig(image_shape=(1, image_size or 28, image_size or 28), **options)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """CUDA: the most memory tensors held; CPU: the process's peak resident size (all of it)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux reports KiB
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, warmup: int = 3,
+          batch_size: Optional[int] = None, glimpses: Optional[int] = None, hidden: Optional[int] = None,
+          image_size: Optional[int] = None, compile: bool = True, seed: int = 0) -> dict:
+    """Time ``steps`` training steps after ``warmup`` untimed ones (which also pay for compiling)."""
+    for option, value in {"--steps": steps, "--batch-size": batch_size or 1}.items():
+        if value < 1:
+            raise DrawkitError(f"{option} must be a positive whole number, got {value}")
+    if warmup < 0:
+        raise DrawkitError(f"--warmup must be 0 or more, got {warmup}")
+    config = bench_config(preset, glimpses, hidden, image_size)
+    batch_size = batch_size or preset_options(preset).get("batch_size", 100)
+    device = resolve_device(device)
+    torch.manual_seed(seed)
+    model = build_model(config, get_registry()).to(device)
+    if compile:
+        model.compile_glimpses()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = (torch.rand(batch_size, *config.image_shape, device=device) > 0.5).float()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    started = time.perf_counter()
+    for _ in range(warmup):
+        train_step(model, optimizer, x, clip=10.0)
+    _synchronize(device)
+    timed = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, optimizer, x, clip=10.0)
+    _synchronize(device)
+    elapsed = time.perf_counter() - timed
+    config = model.config
+    return {
+        "impl": "drawkit", "images_per_s": batch_size * steps / elapsed, "s_per_step": elapsed / steps,
+        "peak_memory_mb": _peak_memory_mb(device),
+        "memory": "CUDA tensors, peak" if device.type == "cuda" else "process resident size, peak",
+        "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "compile": compile, "preset": preset, "batch_size": batch_size,
+        "glimpses": config.glimpses, "hidden": config.hidden, "z_dim": config.z_dim,
+        "read_size": config.read_size, "write_size": config.write_size, "attention": config.attention,
+        "encoder": config.encoder, "image_size": config.image_shape[-1], "steps": steps,
+        "warmup_s": timed - started,
+    }

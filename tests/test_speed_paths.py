@@ -1,0 +1,137 @@
+"""The fast paths compute the paper's model: same loss and gradients as a plain, from-the-equations DRAW."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from drawkit.cli import app
+from drawkit.model import DrawConfig, build_model
+
+SMALL = DrawConfig(image_shape=(1, 12, 10), glimpses=4, hidden=24, z_dim=5, read_size=3, write_size=4,
+                   likelihood="bernoulli")
+
+
+def plain_filterbank(params, A, B, N):
+    """Eqs. 19-26 written out again, loop by loop, in the paper's 1-based pixel coordinates."""
+    gx_, gy_, log_sigma2, log_delta, log_gamma = params.unbind(1)
+    gx, gy = (A + 1) / 2 * (gx_ + 1), (B + 1) / 2 * (gy_ + 1)
+    delta = (max(A, B) - 1) / (N - 1) * log_delta.exp()
+    sigma2 = log_sigma2.exp()
+    fx = torch.stack([torch.stack([torch.exp(-(a - (gx + (i - N / 2 - 0.5) * delta)) ** 2 / (2 * sigma2))
+                                   for a in range(1, A + 1)], 1) for i in range(1, N + 1)], 1)
+    fy = torch.stack([torch.stack([torch.exp(-(b - (gy + (i - N / 2 - 0.5) * delta)) ** 2 / (2 * sigma2))
+                                   for b in range(1, B + 1)], 1) for i in range(1, N + 1)], 1)
+    fx = fx / (fx.sum(2, keepdim=True) + 1e-8)
+    fy = fy / (fy.sum(2, keepdim=True) + 1e-8)
+    return fx, fy, log_gamma.exp()
+
+
+def plain_draw_loss(model, x, noise):
+    """DRAW's negative bound from the model's weights, with nothing of drawkit's model code."""
+    att, cfg = model.attention, model.config
+    _, H, W = cfg.image_shape
+    batch = x.shape[0]
+    x = x.flatten(1)
+    h_dec = c_dec = h_enc = c_enc = x.new_zeros(batch, cfg.hidden)
+    canvas = torch.zeros_like(x)
+    kl = x.new_zeros(batch)
+    for t in range(cfg.glimpses):
+        x_hat = x - torch.sigmoid(canvas)
+        fx, fy, gamma = plain_filterbank(att.read_params(h_dec), W, H, cfg.read_size)
+        read = [gamma[:, None, None] * (fy @ img.view(batch, H, W) @ fx.transpose(1, 2)) for img in (x, x_hat)]
+        r = torch.cat([patch.flatten(1) for patch in read], 1)
+        h_enc, c_enc = model.encoder.cell(torch.cat([r, h_dec], 1), (h_enc, c_enc))
+        mu, logvar = model.posterior(h_enc).chunk(2, 1)
+        z = mu + noise[t] * torch.exp(0.5 * logvar)
+        kl = kl + 0.5 * (mu ** 2 + logvar.exp() - logvar - 1).sum(1)
+        h_dec, c_dec = model.decoder(z, (h_dec, c_dec))
+        fx, fy, gamma = plain_filterbank(att.write_params(h_dec), W, H, cfg.write_size)
+        w = att.write_content(h_dec).view(batch, cfg.write_size, cfg.write_size)
+        canvas = canvas + (fy.transpose(1, 2) @ w @ fx).flatten(1) / gamma[:, None]
+    return F.binary_cross_entropy_with_logits(canvas, x, reduction="none").sum(1) + kl
+
+
+def small_model_and_data(registry, seed=0):
+    torch.manual_seed(seed)
+    model = build_model(SMALL, registry)
+    with torch.no_grad():  # move the windows off their start so the comparison covers general parameters
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = (torch.rand(6, *SMALL.image_shape) > 0.5).float()
+    noise = torch.randn(SMALL.glimpses, 6, SMALL.z_dim)
+    return model, x, noise
+
+
+def gradients(model, loss):
+    model.zero_grad()
+    loss.mean().backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def test_eager_model_equals_plain_draw(registry):
+    model, x, noise = small_model_and_data(registry)
+    ours = model(x, noise=noise).loss
+    plain = plain_draw_loss(model, x, noise)
+    assert torch.allclose(ours, plain, rtol=1e-5, atol=1e-4), (ours, plain)
+    ours_grads, plain_grads = gradients(model, model(x, noise=noise).loss), gradients(model, plain)
+    for name in plain_grads:
+        assert torch.allclose(ours_grads[name], plain_grads[name], rtol=1e-4, atol=1e-5), name
+
+
+@pytest.fixture(scope="module")
+def compiled_pair(registry):
+    """An eager model and a compiled copy with the same weights; skips where torch.compile cannot build."""
+    model, x, noise = small_model_and_data(registry, seed=1)
+    compiled, _, _ = small_model_and_data(registry, seed=1)
+    compiled.compile_glimpses()
+    try:
+        compiled(x, noise=noise)
+    except Exception as exc:  # no C++ compiler, unsupported platform: the eager path still stands
+        reason = " ".join(str(exc).split())[:200]
+        pytest.skip(f"torch.compile is not usable here: {type(exc).__name__}: {reason}")
+    return model, compiled, x, noise
+
+
+def test_compiled_glimpses_give_the_same_loss_and_gradients(compiled_pair):
+    model, compiled, x, noise = compiled_pair
+    eager_loss, compiled_loss = model(x, noise=noise).loss, compiled(x, noise=noise).loss
+    assert torch.allclose(eager_loss, compiled_loss, rtol=1e-5, atol=1e-4)
+    eager_grads, compiled_grads = gradients(model, eager_loss), gradients(compiled, compiled_loss)
+    for name in eager_grads:
+        assert torch.allclose(eager_grads[name], compiled_grads[name], rtol=1e-4, atol=1e-5), name
+
+
+def test_compiled_model_draws_the_same_random_numbers(compiled_pair):
+    """Noise is drawn outside the compiled graph: the same seed gives the same z, so runs stay reproducible."""
+    model, compiled, x, _ = compiled_pair
+    torch.manual_seed(5)
+    eager_loss = model(x).loss
+    torch.manual_seed(5)
+    assert torch.allclose(eager_loss, compiled(x).loss, rtol=1e-5, atol=1e-4)
+
+
+def test_bench_json_reports_throughput_and_setup(cli_runner):
+    result = cli_runner.invoke(app, ["bench", "--json", "--no-compile", "--steps", "2", "--warmup", "1",
+                                 "--glimpses", "3", "--hidden", "16", "--batch-size", "4", "--image-size", "12"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    for key in ("images_per_s", "s_per_step", "peak_memory_mb", "device", "torch", "batch_size", "glimpses"):
+        assert key in report
+    assert report["glimpses"] == 3 and report["image_size"] == 12 and report["batch_size"] == 4
+    assert math.isclose(report["images_per_s"] * report["s_per_step"], 4, rel_tol=1e-6)
+    assert report["torch"] == torch.__version__ and report["compile"] is False
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--steps", "0"], "--steps"),
+    (["--glimpses", "-1"], "--glimpses"),
+    (["--preset", "nope"], "paper-mnist"),
+    (["--device", "tpu"], "cpu"),
+])
+def test_bench_bad_input_is_one_line(cli_runner, args, words):
+    result = cli_runner.invoke(app, ["bench", *args])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.output
