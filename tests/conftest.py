@@ -94,3 +94,13 @@ def mnist_run(mnist_available, tmp_path_factory, cli_runner, tiny_train_args) ->
     result = cli_runner.invoke(app, ["train", *tiny_train_args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
+
+
+def assert_one_error_line(result, *fragments):
+    """A user error: exit code 2 and one line on the terminal, starting 'Error:', holding each fragment."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])

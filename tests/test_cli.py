@@ -11,19 +11,11 @@ from drawkit.cli import app
 from drawkit.errors import DrawkitError
 from drawkit.model import Draw
 from drawkit.registry import get_registry
+from conftest import assert_one_error_line
 
 
 def temp_files(folder):
     return [p.name for p in folder.rglob("*") if ".tmp" in p.name]
-
-
-def assert_one_error_line(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def test_train_writes_a_loadable_checkpoint(mnist_run):

@@ -13,6 +13,7 @@ from drawkit.bound import importance_weighted_nll, variational_bound
 from drawkit.cli import app
 from drawkit.model import DrawConfig, build_model
 from drawkit.registry import get_registry
+from conftest import assert_one_error_line
 
 KEYS = {"nll_bound", "reconstruction", "kl", "iw_nll", "bits_per_dim", "n_images", "dataset", "split"}
 
@@ -169,15 +170,6 @@ def test_variational_bound_leaves_the_model_in_training_mode_if_it_was(trained):
 
 def evaluate(cli_runner, checkpoint, *options):
     return cli_runner.invoke(app, ["evaluate", "--checkpoint", str(checkpoint), *options])
-
-
-def assert_one_error_line(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def test_evaluate_json_is_one_object_with_the_documented_keys(mnist_run, cli_runner):

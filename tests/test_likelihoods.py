@@ -14,6 +14,7 @@ from drawkit.data import SPLITS
 from drawkit.errors import DrawkitError
 from drawkit.likelihoods import LEVELS, LIKELIHOODS, Bernoulli, DiscretizedLogistic, bits_per_dim, make_likelihood
 from drawkit.losses import bernoulli_nll
+from conftest import assert_one_error_line
 
 GRID = torch.arange(LEVELS, dtype=torch.float64) / (LEVELS - 1)   # the 256 levels k/255
 MEANS = (1e-4, 0.02, 0.5, 0.98, 1 - 1e-4)
@@ -225,14 +226,6 @@ def train_noise(cli_runner, tiny_train_args, out, *options):
                                      "--out", str(out), *options])
     assert result.exit_code == 0, result.output
     return read_checkpoint(out)
-
-
-def assert_one_error_line(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.mark.parametrize("likelihood", sorted(LIKELIHOODS))

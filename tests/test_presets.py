@@ -8,6 +8,7 @@ from drawkit import cli
 from drawkit.checkpoint import read_checkpoint
 from drawkit.cli import app
 from drawkit.presets import PRESETS, preset_options
+from conftest import assert_one_error_line
 
 PAPER_MNIST = {"glimpses": 64, "hidden": 256, "z_dim": 100, "read_size": 2, "write_size": 5,
                "attention": "filterbank", "encoder": "lstm", "likelihood": "bernoulli"}
@@ -39,14 +40,6 @@ def setting(model_config, config, name):
 def train_option_names() -> set:
     command = typer.main.get_command(app).commands["train"]
     return {param.name for param in command.params}
-
-
-def assert_one_error_line(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def test_paper_mnist_sets_the_papers_mnist_hyperparameters(cli_runner, configs_built):

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import assert_one_error_line
 from drawkit.cli import app
 from drawkit.model import DrawConfig, build_model
 
@@ -131,7 +132,4 @@ def test_bench_json_reports_throughput_and_setup(cli_runner):
     (["--device", "tpu"], "cpu"),
 ])
 def test_bench_bad_input_is_one_line(cli_runner, args, words):
-    result = cli_runner.invoke(app, ["bench", *args])
-    assert result.exit_code == 2
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.output
+    assert_one_error_line(cli_runner.invoke(app, ["bench", *args]), words)
