@@ -78,6 +78,18 @@ def cli_runner() -> CliRunner:
 
 
 @pytest.fixture(scope="session")
+def picture_folder(tmp_path_factory) -> Path:
+    """Forty 8 x 8 grey noise PNGs, for image-folder runs that need no data set."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("pictures")
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"p{i:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def registry():
     """Every installed plugin's encoders, attention and datasets."""
     from drawkit.registry import get_registry

@@ -5,11 +5,9 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from PIL import Image
 
 from drawkit import distributed
 from drawkit.checkpoint import read_checkpoint
@@ -53,29 +51,20 @@ finally:
 '''
 
 
-@pytest.fixture(scope="module")
-def pictures(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pictures")
-    rng = np.random.default_rng(0)
-    for i in range(40):
-        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"p{i:02d}.png")
-    return folder
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def torchrun(pictures, folder, **env):
+def torchrun(picture_folder, folder, **env):
     """Two `drawkit train` processes of a tiny model; returns (completed process, run folder)."""
     launcher = folder / "launcher.py"
     launcher.write_text(LAUNCHER)
     out = folder / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                f"--master_port={free_port()}", str(launcher), str(folder), "train",
-               "--dataset", "image-folder", "--dataset-opt", f"path={pictures}", "--dataset-opt", "image_size=8",
+               "--dataset", "image-folder", "--dataset-opt", f"path={picture_folder}", "--dataset-opt", "image_size=8",
                "--dataset-opt", "grayscale=true", "--glimpses", "2", "--hidden", "8", "--z-dim", "2",
                "--read-size", "2", "--write-size", "2", "--batch-size", "8", "--max-steps", str(STEPS),
                "--val-images", "2", "--log-every", "1", "--device", "cpu", "--no-progress", "--out", str(out)]
@@ -93,8 +82,8 @@ def assert_same(a: dict, b: dict):
         assert torch.equal(a[name], b[name]), name
 
 
-def test_two_processes_train_one_model_and_write_one_run(pictures, tmp_path):
-    result, out = torchrun(pictures, tmp_path)
+def test_two_processes_train_one_model_and_write_one_run(picture_folder, tmp_path):
+    result, out = torchrun(picture_folder, tmp_path)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["run"]
     assert result.stdout.count("trained 5 steps") == 1, result.stdout  # rank 0 alone reports
@@ -115,8 +104,8 @@ def test_two_processes_train_one_model_and_write_one_run(pictures, tmp_path):
     assert "skipped 1 non-finite steps" in result.stdout
 
 
-def test_a_stop_signal_on_one_rank_stops_every_rank_after_the_same_step(pictures, tmp_path):
-    result, out = torchrun(pictures, tmp_path, TEST_STOP_AFTER="3")
+def test_a_stop_signal_on_one_rank_stops_every_rank_after_the_same_step(picture_folder, tmp_path):
+    result, out = torchrun(picture_folder, tmp_path, TEST_STOP_AFTER="3")
     assert result.returncode != 0
     assert result.stderr.count("Interrupted: checkpoint saved to") == 1, result.stderr
     assert read_checkpoint(out)["step"] == 3

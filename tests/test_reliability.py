@@ -12,7 +12,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import drawkit
 from drawkit import checkpoint as checkpoint_module
@@ -176,15 +175,6 @@ def test_resume_refuses_changed_options(data, tmp_path, cli_runner, option):
 
 
 # Stop signals: a real `drawkit train` process
-
-@pytest.fixture(scope="module")
-def picture_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pictures")
-    rng = np.random.default_rng(0)
-    for i in range(40):
-        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"p{i:02d}.png")
-    return folder
-
 
 def start_training(picture_folder, out):
     command = [sys.executable, "-m", "drawkit", "train", "--dataset", "image-folder",
