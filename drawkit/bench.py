@@ -24,15 +24,12 @@ MODEL_FIELDS = {f.name for f in fields(DrawConfig)}
 def bench_config(preset: str, glimpses: Optional[int] = None, hidden: Optional[int] = None,
                  image_size: Optional[int] = None) -> DrawConfig:
     """The preset's model (the paper's MNIST model by default), with the sizes asked for."""
-    options = {k: v for k, v in preset_options(preset).items() if k in MODEL_FIELDS}
-    overrides = {"glimpses": glimpses, "hidden": hidden, "image_size": image_size}
-    for option, value in overrides.items():
+    sizes = {"glimpses": glimpses, "hidden": hidden, "image_size": image_size}
+    for option, value in sizes.items():
         if value is not None and value < 1:
             raise DrawkitError(f"--{option.replace('_', '-')} must be a positive whole number, got {value}")
-    if glimpses is not None:
-        options["glimpses"] = glimpses
-    if hidden is not None:
-        options["hidden"] = hidden
+    options = {k: v for k, v in preset_options(preset).items() if k in MODEL_FIELDS}
+    options.update({k: v for k, v in sizes.items() if k in MODEL_FIELDS and v is not None})
     return DrawConfig(image_shape=(1, image_size or 28, image_size or 28), **options)
 
 

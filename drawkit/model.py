@@ -91,7 +91,8 @@ class Draw(nn.Module):
             h_prev = dec_state[0]
             canvas, dec_state, enc_state, kl, ratio = self._glimpse(x, canvas, dec_state, enc_state, eps, log_ratio)
             kls.append(kl)
-            ratios.append(ratio)
+            if log_ratio:
+                ratios.append(ratio)
             if observe is not None:
                 observe(t, h_prev, dec_state[0], canvas)
         ratio = torch.stack(ratios).sum(0) if log_ratio else None
