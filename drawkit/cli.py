@@ -276,8 +276,9 @@ def bench(
     """Time full training steps (forward, backward, Adam) on synthetic binary images: images/s, s/step, memory."""
     from drawkit.bench import bench as run_bench
 
-    result = run_bench(preset=preset, device=device, steps=steps, warmup=warmup, batch_size=batch_size,
-                       glimpses=glimpses, hidden=hidden, image_size=image_size, compile=compile)
+    with stderr.status(f"timing {warmup} warm-up{' (and compiling)' if compile else ''} and {steps} training steps"):
+        result = run_bench(preset=preset, device=device, steps=steps, warmup=warmup, batch_size=batch_size,
+                           glimpses=glimpses, hidden=hidden, image_size=image_size, compile=compile)
     if json_output:
         typer.echo(json.dumps(result))
         return
