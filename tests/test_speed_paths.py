@@ -133,3 +133,16 @@ def test_bench_json_reports_throughput_and_setup(cli_runner):
 ])
 def test_bench_bad_input_is_one_line(cli_runner, args, words):
     assert_one_error_line(cli_runner.invoke(app, ["bench", *args]), words)
+
+
+def test_a_failed_compile_is_one_line_that_says_to_train_without_it(cli_runner, monkeypatch, tmp_path, mnist_available,
+                                                                    tiny_train_args):
+    """Where torch.compile cannot build (no C++ compiler, say), --compile ends in one line, exit 2."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    def cannot_build(*args, **kwargs):
+        raise BackendCompilerFailed(lambda: None, RuntimeError("no C++ compiler found"), None)
+
+    monkeypatch.setattr(torch, "compile", lambda function, **options: cannot_build)
+    result = cli_runner.invoke(app, ["train", *tiny_train_args, "--compile", "--out", str(tmp_path / "run")])
+    assert_one_error_line(result, "torch.compile failed", "--compile")
