@@ -3,9 +3,13 @@
 It times the very ``train_step`` that ``drawkit train`` runs, on synthetic binary images held
 on the device, so the figure is the model's cost and not the data pipeline's.
 """
+import json
 import platform
 import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 from dataclasses import fields
 from typing import Optional
 
@@ -56,16 +60,53 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def check_reference(script: str, config: DrawConfig) -> None:
+    if not Path(script).is_file():
+        raise DrawkitError(f"--reference {script}: no such file; give the path of a script such as refdraw.py")
+    if config.encoder != "lstm" or config.attention not in ("filterbank", "none") or config.image_shape != (1, 28, 28):
+        raise DrawkitError("--reference compares DRAW's own model only: lstm encoder, filterbank or none "
+                           "attention, 28 x 28 images")
+
+
+def run_reference(script: str, result: dict) -> dict:
+    """Time a plain DRAW script (``refdraw.py bench`` style) on the same model, batch and device.
+
+    The script is run as ``python SCRIPT bench --glimpses T --hidden H --z Z --read R --write W
+    --batch B --steps S --device D [--no-attention]`` and must print one JSON line with ``images_per_s``.
+    """
+    command = [sys.executable, script, "bench", "--glimpses", result["glimpses"], "--hidden", result["hidden"],
+               "--z", result["z_dim"], "--read", result["read_size"], "--write", result["write_size"],
+               "--batch", result["batch_size"], "--steps", result["steps"], "--device", result["device"]]
+    if result["attention"] == "none":
+        command.append("--no-attention")
+    done = subprocess.run([str(part) for part in command], capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DrawkitError(f"--reference {script} failed (exit {done.returncode}): {last}")
+    reference = json.loads(lines[-1])
+    if "images_per_s" not in reference:
+        raise DrawkitError(f"--reference {script} printed no images_per_s; it must print one JSON line with it")
+    return reference
+
+
 def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, warmup: int = 3,
           batch_size: Optional[int] = None, glimpses: Optional[int] = None, hidden: Optional[int] = None,
-          image_size: Optional[int] = None, compile: bool = True, seed: int = 0) -> dict:
-    """Time ``steps`` training steps after ``warmup`` untimed ones (which also pay for compiling)."""
+          image_size: Optional[int] = None, compile: bool = True, seed: int = 0,
+          reference: Optional[str] = None) -> dict:
+    """Time ``steps`` training steps after ``warmup`` untimed ones (which also pay for compiling).
+
+    With ``reference`` (a script like refdraw.py) it is timed next, on the same model, batch and
+    device, and ``speedup`` is drawkit's images/s over the reference's.
+    """
     for option, value in {"--steps": steps, "--batch-size": batch_size or 1}.items():
         if value < 1:
             raise DrawkitError(f"{option} must be a positive whole number, got {value}")
     if warmup < 0:
         raise DrawkitError(f"--warmup must be 0 or more, got {warmup}")
     config = bench_config(preset, glimpses, hidden, image_size)
+    if reference is not None:  # said before minutes of timing, not after
+        check_reference(reference, config)
     batch_size = batch_size or preset_options(preset).get("batch_size", 100)
     device = resolve_device(device)
     torch.manual_seed(seed)
@@ -87,7 +128,7 @@ def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, wa
     _synchronize(device)
     elapsed = time.perf_counter() - timed
     config = model.config
-    return {
+    result = {
         "impl": "drawkit", "images_per_s": batch_size * steps / elapsed, "s_per_step": elapsed / steps,
         "peak_memory_mb": _peak_memory_mb(device),
         "memory": "CUDA tensors, peak" if device.type == "cuda" else "process resident size, peak",
@@ -98,3 +139,7 @@ def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, wa
         "encoder": config.encoder, "image_size": config.image_shape[-1], "steps": steps,
         "warmup_s": timed - started,
     }
+    if reference is not None:
+        result["reference"] = run_reference(reference, result)
+        result["speedup"] = result["images_per_s"] / result["reference"]["images_per_s"]
+    return result

@@ -271,6 +271,7 @@ def bench(
     hidden: Annotated[Optional[int], typer.Option(help="LSTM units (default: the preset's).")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Side of the square synthetic images (default 28).")] = None,
     compile: Annotated[bool, typer.Option(help="Time the compiled glimpse (as 'train --compile'), or the eager one.")] = True,
+    reference: Annotated[Optional[str], typer.Option(help="Also time this plain DRAW script (e.g. ../shared/bench/refdraw.py) on the same model and report the speed-up.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time full training steps (forward, backward, Adam) on synthetic binary images: images/s, s/step, memory."""
@@ -278,7 +279,8 @@ def bench(
 
     with stderr.status(f"timing {warmup} warm-up{' (and compiling)' if compile else ''} and {steps} training steps"):
         result = run_bench(preset=preset, device=device, steps=steps, warmup=warmup, batch_size=batch_size,
-                           glimpses=glimpses, hidden=hidden, image_size=image_size, compile=compile)
+                           glimpses=glimpses, hidden=hidden, image_size=image_size, compile=compile,
+                           reference=reference)
     if json_output:
         typer.echo(json.dumps(result))
         return
@@ -292,6 +294,9 @@ def bench(
             "batch, image": f"{result['batch_size']} x {result['image_size']}x{result['image_size']}",
             "device": f"{result['device']} ({result['device_name']})", "torch": result["torch"],
             "warm-up": f"{warmup} steps, {result['warmup_s']:.1f} s"}
+    if reference:
+        rows["reference"] = f"{result['reference']['images_per_s']:.1f} images/s ({reference})"
+        rows["speed-up"] = f"{result['speedup']:.2f}x"
     for name, value in rows.items():
         table.add_row(name, escape(str(value)))
     Console().print(table)

@@ -146,3 +146,50 @@ def test_a_failed_compile_is_one_line_that_says_to_train_without_it(cli_runner, 
     monkeypatch.setattr(torch, "compile", lambda function, **options: cannot_build)
     result = cli_runner.invoke(app, ["train", *tiny_train_args, "--compile", "--out", str(tmp_path / "run")])
     assert_one_error_line(result, "torch.compile failed", "--compile")
+
+
+FAKE_REFERENCE = '''
+import json, sys
+with open(sys.argv[0] + ".args", "w") as f:
+    f.write(" ".join(sys.argv[1:]))
+print("warming up")
+print(json.dumps({"impl": "fake", "images_per_s": 2.0, "s_per_step": 2.0}))
+'''
+
+
+def test_bench_times_a_reference_script_on_the_same_model(cli_runner, tmp_path):
+    script = tmp_path / "reference.py"
+    script.write_text(FAKE_REFERENCE)
+    result = cli_runner.invoke(app, ["bench", "--json", "--no-compile", "--steps", "2", "--warmup", "0",
+                                     "--glimpses", "3", "--hidden", "16", "--batch-size", "4",
+                                     "--preset", "paper-mnist-noattention", "--reference", str(script)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["reference"]["impl"] == "fake"
+    assert math.isclose(report["speedup"], report["images_per_s"] / 2.0)
+    args = (tmp_path / "reference.py.args").read_text().split()
+    settings = dict(zip(args[1::2], args[2::2]))
+    assert args[0] == "bench" and args[-1] == "--no-attention"
+    assert settings["--glimpses"] == "3" and settings["--hidden"] == "16" and settings["--z"] == "100"
+    assert settings["--batch"] == "4" and settings["--steps"] == "2" and settings["--device"] == "cpu"
+
+
+@pytest.mark.parametrize("script, words", [
+    ("print('no json here')", "failed"),
+    ("import sys; sys.exit(3)", "exit 3"),
+    ("print('{\"impl\": 1}')", "images_per_s"),
+])
+def test_bench_reference_that_misbehaves_is_one_line(cli_runner, tmp_path, script, words):
+    path = tmp_path / "reference.py"
+    path.write_text(script)
+    result = cli_runner.invoke(app, ["bench", "--no-compile", "--steps", "1", "--warmup", "0", "--glimpses", "2",
+                                     "--hidden", "8", "--batch-size", "2", "--reference", str(path)])
+    assert_one_error_line(result, words)
+
+
+def test_bench_reference_needs_draws_own_model(cli_runner, tmp_path):
+    script = tmp_path / "reference.py"
+    script.write_text(FAKE_REFERENCE)
+    result = cli_runner.invoke(app, ["bench", "--image-size", "16", "--reference", str(script)])
+    assert_one_error_line(result, "28 x 28")
+    assert not (tmp_path / "reference.py.args").exists()
