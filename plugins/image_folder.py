@@ -122,11 +122,11 @@ class ImageFolder:
                 skipped.append(file)
                 continue
             names.append(file.relative_to(self.path).as_posix())
+        first = skipped[0].relative_to(self.path) if skipped else None
         if not arrays:
             raise DrawkitError(f"image-folder could read none of the {len(files)} files in {self.path} (first: "
-                               f"{skipped[0].relative_to(self.path)}); check that they are pictures (PNG, JPEG, ...)")
+                               f"{first}); check that they are pictures (PNG, JPEG, ...)")
         if skipped:
-            first = skipped[0].relative_to(self.path)
             stderr.print(f"image-folder: skipped {len(skipped)} of {len(files)} files in {self.path} that could not "
                          f"be read as pictures (first: {first})", highlight=False, soft_wrap=True)
         images = torch.from_numpy(np.stack(arrays))  # (N, C, size, size)
