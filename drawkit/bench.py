@@ -9,14 +9,14 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 from dataclasses import fields
+from pathlib import Path
 from typing import Optional
 
 import torch
 
 from drawkit.devices import resolve_device
-from drawkit.errors import DrawkitError
+from drawkit.errors import DrawkitError, check_positive
 from drawkit.model import DrawConfig, build_model
 from drawkit.presets import preset_options
 from drawkit.registry import get_registry
@@ -29,9 +29,7 @@ def bench_config(preset: str, glimpses: Optional[int] = None, hidden: Optional[i
                  image_size: Optional[int] = None) -> DrawConfig:
     """The preset's model (the paper's MNIST model by default), with the sizes asked for."""
     sizes = {"glimpses": glimpses, "hidden": hidden, "image_size": image_size}
-    for option, value in sizes.items():
-        if value is not None and value < 1:
-            raise DrawkitError(f"--{option.replace('_', '-')} must be a positive whole number, got {value}")
+    check_positive({f"--{k.replace('_', '-')}": v for k, v in sizes.items() if v is not None})
     options = {k: v for k, v in preset_options(preset).items() if k in MODEL_FIELDS}
     options.update({k: v for k, v in sizes.items() if k in MODEL_FIELDS and v is not None})
     return DrawConfig(image_shape=(1, image_size or 28, image_size or 28), **options)
@@ -99,9 +97,7 @@ def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, wa
     With ``reference`` (a script like refdraw.py) it is timed next, on the same model, batch and
     device, and ``speedup`` is drawkit's images/s over the reference's.
     """
-    for option, value in {"--steps": steps, "--batch-size": batch_size or 1}.items():
-        if value < 1:
-            raise DrawkitError(f"{option} must be a positive whole number, got {value}")
+    check_positive({"--steps": steps, "--batch-size": 1 if batch_size is None else batch_size})
     if warmup < 0:
         raise DrawkitError(f"--warmup must be 0 or more, got {warmup}")
     config = bench_config(preset, glimpses, hidden, image_size)

@@ -7,3 +7,10 @@ class DrawkitError(Exception):
 
 class DataNotFound(DrawkitError):
     """A data set is neither on disk nor downloadable."""
+
+
+def check_positive(values: dict) -> None:
+    """Each option's value (option name -> number) must be 1 or more; the first that is not is refused."""
+    for option, value in values.items():
+        if value < 1:
+            raise DrawkitError(f"{option} must be a positive whole number, got {value}")

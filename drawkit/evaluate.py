@@ -1,15 +1,14 @@
 """``drawkit evaluate``: the bound (and importance-weighted bound) of a checkpoint on a data split."""
 from typing import Optional
 
-import torch
-
 from drawkit.bound import variational_bound
 from drawkit.checkpoint import load_model
 from drawkit.data import SPLITS, fixed_binarization, load_split, trained_data_dir
 from drawkit.devices import resolve_device
-from drawkit.errors import DrawkitError
+from drawkit.errors import DrawkitError, check_positive
 from drawkit.progress import counting_progress
 from drawkit.registry import get_registry
+from drawkit.rng import seeded
 
 EVAL_SEED = 0  # held-out images of dynamically binarized sets are binarized once, and z drawn, from this seed
 
@@ -20,10 +19,8 @@ def evaluate(checkpoint, split: str = "test", importance_samples: int = 1, batch
     """Everything a results table needs, as one flat dict."""
     if split not in SPLITS:
         raise DrawkitError(f"unknown --split '{split}'; choose one of: {', '.join(SPLITS)}")
-    for option, value in {"--importance-samples": importance_samples, "--batch-size": batch_size,
-                          "--max-images": 1 if max_images is None else max_images}.items():
-        if value < 1:
-            raise DrawkitError(f"{option} must be a positive whole number, got {value}")
+    check_positive({"--importance-samples": importance_samples, "--batch-size": batch_size,
+                    "--max-images": 1 if max_images is None else max_images})
     registry = get_registry()
     device = resolve_device(device)
     model, payload = load_model(checkpoint, registry, device)
@@ -36,8 +33,7 @@ def evaluate(checkpoint, split: str = "test", importance_samples: int = 1, batch
     mode = train_config.get("binarize") or "none"
     x = fixed_binarization(images, mode, seed=EVAL_SEED)
     with counting_progress(f"evaluate {split}", total=len(x), enabled=progress) as advance, \
-            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(EVAL_SEED)  # the same checkpoint and options give the same numbers
+            seeded(EVAL_SEED, device):  # the same checkpoint and options give the same numbers
         result = variational_bound(model, x, batch_size, importance_samples, on_batch=advance)
     result.update(dataset=name, split=split, binarize=mode, likelihood=model.config.likelihood,
                   step=payload.get("step"), checkpoint=str(checkpoint))

@@ -1,5 +1,6 @@
 """Random number generator states, saved in checkpoints so a resumed run draws the same numbers."""
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -25,3 +26,14 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device):
+    """Draw from ``seed`` inside, leaving the caller's torch stream (CPU, and the device's) as it was outside.
+
+    Validation and evaluation use it: their numbers repeat, and training's stream is untouched.
+    """
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield

@@ -18,14 +18,14 @@ from drawkit.bound import variational_bound
 from drawkit.checkpoint import FILENAME, CheckpointWriter, plugin_record, read_checkpoint
 from drawkit.data import BINARIZE_MODES, Batches, binarize, fixed_binarization, load_split, to_unit_float
 from drawkit.devices import resolve_device
-from drawkit.errors import DrawkitError
+from drawkit.errors import DrawkitError, check_positive
 from drawkit.interrupts import stop_requests
 from drawkit.likelihoods import LIKELIHOODS
 from drawkit.model import ATTENTION_ARGS, ENCODER_ARGS, DrawConfig, build_model, resolve_config
 from drawkit.outputs import output_dir
 from drawkit.progress import stderr, training_progress
 from drawkit.registry import get_registry
-from drawkit.rng import rng_state, set_rng_state
+from drawkit.rng import rng_state, seeded, set_rng_state
 
 VALIDATION_SEED = 0  # validation draws its own z from this seed, leaving the training stream untouched
 
@@ -77,9 +77,7 @@ def check_config(model_config: DrawConfig, config: TrainConfig) -> None:
                 "--batch-size": config.batch_size, "--epochs": config.epochs, "--log-every": config.log_every,
                 "--keep": config.keep, "--read-size": model_config.read_size,
                 "--write-size": model_config.write_size}
-    for option, value in positive.items():
-        if value < 1:
-            raise DrawkitError(f"{option} must be a positive whole number, got {value}")
+    check_positive(positive)
     for option, value in {"--max-steps": config.max_steps, "--val-images": config.val_images}.items():
         if value is not None and value < 1:
             raise DrawkitError(f"{option} must be at least 1, got {value}")
@@ -200,8 +198,7 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
                     break
             # every rank validates on all of it, with the same model and seed: the same numbers as one
             # process, and no rank idles in a collective that could time out
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(VALIDATION_SEED)
+            with seeded(VALIDATION_SEED, device):
                 bound = variational_bound(model, valid_x, config.batch_size)
             last = log({"split": "valid", **bound})
             if main:
