@@ -116,3 +116,17 @@ def assert_one_error_line(result, *fragments):
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+class NoisePictures:
+    """Random 8-bit pictures, the same for a split every time: a data set that needs no files."""
+
+    image_shape = (3, 8, 8)
+    default_binarize = "none"
+    sizes = {"train": 32, "valid": 16, "test": 16}
+
+    def load(self, split, root, download):
+        from drawkit.data import SPLITS
+
+        g = torch.Generator().manual_seed(SPLITS.index(split))
+        return torch.randint(0, 256, (self.sizes[split], *self.image_shape), generator=g, dtype=torch.uint8)

@@ -10,11 +10,10 @@ import torch.nn.functional as F
 import drawkit
 from drawkit.checkpoint import read_checkpoint
 from drawkit.cli import app
-from drawkit.data import SPLITS
 from drawkit.errors import DrawkitError
 from drawkit.likelihoods import LEVELS, LIKELIHOODS, Bernoulli, DiscretizedLogistic, bits_per_dim, make_likelihood
 from drawkit.losses import bernoulli_nll
-from conftest import assert_one_error_line
+from conftest import NoisePictures, assert_one_error_line
 
 GRID = torch.arange(LEVELS, dtype=torch.float64) / (LEVELS - 1)   # the 256 levels k/255
 MEANS = (1e-4, 0.02, 0.5, 0.98, 1 - 1e-4)
@@ -185,28 +184,17 @@ def test_uniform_over_the_levels_is_eight_bits_per_dim():
 # --- through `drawkit train` -------------------------------------------------------------------------
 
 
-class ColourNoise:
+class ColourNoise(NoisePictures):
     """Random 8-bit colour pictures, scored by default with the discretized logistic."""
 
-    image_shape = (3, 8, 8)
-    default_binarize = "none"
     default_likelihood = "logistic"
-    sizes = {"train": 32, "valid": 16, "test": 16}
-
-    def load(self, split, root, download):
-        g = torch.Generator().manual_seed(SPLITS.index(split))
-        return torch.randint(0, 256, (self.sizes[split], *self.image_shape), generator=g, dtype=torch.uint8)
 
 
-class GreyNoise:
+class GreyNoise(NoisePictures):
     """Random 8-bit grey pictures from a dataset that names no likelihood of its own."""
 
     image_shape = (1, 8, 8)
-    default_binarize = "none"
-
-    def load(self, split, root, download):
-        g = torch.Generator().manual_seed(SPLITS.index(split))
-        return torch.randint(0, 256, (16, *self.image_shape), generator=g, dtype=torch.uint8)
+    sizes = {"train": 16, "valid": 16, "test": 16}
 
 
 class NoiseDatasets:

@@ -11,12 +11,12 @@ import drawkit
 from drawkit import plugins
 from drawkit.checkpoint import load_model, read_checkpoint
 from drawkit.cli import app
-from drawkit.data import SPLITS
 from drawkit.errors import DrawkitError
 from drawkit.model import DrawConfig, build_model, resolve_config
 from drawkit.registry import get_registry
 from drawkit_plugins.filterbank import FilterbankAttention
 from drawkit_plugins.lstm_encoder import LSTMEncoder
+from conftest import NoisePictures
 
 
 class GRUEncoder(nn.Module):
@@ -33,14 +33,9 @@ class GRUEncoder(nn.Module):
         return h, h
 
 
-class RandomImages:
+class RandomImages(NoisePictures):
     image_shape = (3, 16, 16)
-    default_binarize = "none"
     sizes = {"train": 64, "valid": 16, "test": 16}
-
-    def load(self, split, root, download):
-        g = torch.Generator().manual_seed(SPLITS.index(split))
-        return torch.randint(0, 256, (self.sizes[split], *self.image_shape), generator=g, dtype=torch.uint8)
 
 
 class ToyPlugin:

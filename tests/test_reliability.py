@@ -246,20 +246,28 @@ def test_second_sigint_exits_at_once_and_keeps_the_last_checkpoint(training):
     assert payload["step"] >= 1
 
 
-def test_second_sigint_during_a_save_leaves_the_previous_checkpoint(data, tmp_path, monkeypatch):
+def break_second_save(monkeypatch, failure) -> None:
+    """The second checkpoint save writes half a file, then ``failure()`` strikes (a signal, a full disk)."""
     real_save = torch.save
     saves = []
 
-    def save_interrupted_twice(obj, file):
+    def save(obj, file):
         saves.append(file)
         if len(saves) == 2:
             with open(file, "wb") as f:
                 f.write(b"half a checkpoint")
-            signal.raise_signal(signal.SIGINT)
-            signal.raise_signal(signal.SIGINT)
+            failure()
         return real_save(obj, file)
 
-    monkeypatch.setattr(checkpoint_module.torch, "save", save_interrupted_twice)
+    monkeypatch.setattr(checkpoint_module.torch, "save", save)
+
+
+def test_second_sigint_during_a_save_leaves_the_previous_checkpoint(data, tmp_path, monkeypatch):
+    def two_ctrl_c():
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+
+    break_second_save(monkeypatch, two_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, epochs=3)
     assert read_checkpoint(tmp_path / "checkpoint.pt")["step"] == STEPS_PER_EPOCH
@@ -344,18 +352,10 @@ def test_best_holds_the_lowest_validation_bound(data, tmp_path, monkeypatch):
 
 
 def test_disk_full_while_training_keeps_the_previous_checkpoint(data, tmp_path, cli_runner, monkeypatch):
-    real_save = torch.save
-    saves = []
+    def disk_fills_up():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    def disk_fills_up(obj, file):
-        saves.append(file)
-        if len(saves) == 2:
-            with open(file, "wb") as f:
-                f.write(b"half a checkpoint")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_save(obj, file)
-
-    monkeypatch.setattr(checkpoint_module.torch, "save", disk_fills_up)
+    break_second_save(monkeypatch, disk_fills_up)
     result = cli_runner.invoke(app, ["train", *TINY, "--epochs", "3", "--out", str(tmp_path)])
     line = last_line_error(result)
     assert os.strerror(errno.ENOSPC) in line and "previous checkpoint" in line
