@@ -6,6 +6,7 @@ on the device, so the figure is the model's cost and not the data pipeline's.
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -88,16 +89,28 @@ def run_reference(script: str, result: dict) -> dict:
     return reference
 
 
+def _time_steps(model, optimizer, x, steps: int, device: torch.device) -> float:
+    _synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, optimizer, x, clip=10.0)
+    _synchronize(device)
+    return time.perf_counter() - started
+
+
 def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, warmup: int = 3,
           batch_size: Optional[int] = None, glimpses: Optional[int] = None, hidden: Optional[int] = None,
           image_size: Optional[int] = None, compile: bool = True, seed: int = 0,
-          reference: Optional[str] = None) -> dict:
+          reference: Optional[str] = None, glimpses_per_call: int = 8, rounds: int = 1) -> dict:
     """Time ``steps`` training steps after ``warmup`` untimed ones (which also pay for compiling).
 
     With ``reference`` (a script like refdraw.py) it is timed next, on the same model, batch and
-    device, and ``speedup`` is drawkit's images/s over the reference's.
+    device, and ``speedup`` is drawkit's images/s over the reference's. With ``rounds`` > 1 the two
+    take turns that many times and the medians are reported: on a shared machine whose speed drifts,
+    each ratio then compares runs seconds apart.
     """
-    check_positive({"--steps": steps, "--batch-size": 1 if batch_size is None else batch_size})
+    check_positive({"--steps": steps, "--batch-size": 1 if batch_size is None else batch_size,
+                    "--glimpses-per-call": glimpses_per_call, "--rounds": rounds})
     if warmup < 0:
         raise DrawkitError(f"--warmup must be 0 or more, got {warmup}")
     config = bench_config(preset, glimpses, hidden, image_size)
@@ -108,34 +121,37 @@ def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, wa
     torch.manual_seed(seed)
     model = build_model(config, get_registry()).to(device)
     if compile:
-        model.compile_glimpses()
+        model.compile_glimpses(glimpses_per_call=glimpses_per_call)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = (torch.rand(batch_size, *config.image_shape, device=device) > 0.5).float()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    started = time.perf_counter()
-    for _ in range(warmup):
-        train_step(model, optimizer, x, clip=10.0)
-    _synchronize(device)
-    timed = time.perf_counter()
-    for _ in range(steps):
-        train_step(model, optimizer, x, clip=10.0)
-    _synchronize(device)
-    elapsed = time.perf_counter() - timed
+    warmup_s = _time_steps(model, optimizer, x, warmup, device)
     config = model.config
     result = {
-        "impl": "drawkit", "images_per_s": batch_size * steps / elapsed, "s_per_step": elapsed / steps,
-        "peak_memory_mb": _peak_memory_mb(device),
+        "impl": "drawkit", "peak_memory_mb": 0.0,
         "memory": "CUDA tensors, peak" if device.type == "cuda" else "process resident size, peak",
         "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "compile": compile, "preset": preset, "batch_size": batch_size,
         "glimpses": config.glimpses, "hidden": config.hidden, "z_dim": config.z_dim,
         "read_size": config.read_size, "write_size": config.write_size, "attention": config.attention,
         "encoder": config.encoder, "image_size": config.image_shape[-1], "steps": steps,
-        "warmup_s": timed - started,
+        "glimpses_per_call": model.glimpses_per_call, "warmup_s": warmup_s, "rounds": [],
     }
+    for _ in range(rounds):
+        elapsed = _time_steps(model, optimizer, x, steps, device)
+        turn = {"images_per_s": batch_size * steps / elapsed, "s_per_step": elapsed / steps}
+        if reference is not None:
+            turn["reference"] = run_reference(reference, result)
+            turn["speedup"] = turn["images_per_s"] / turn["reference"]["images_per_s"]
+        result["rounds"].append(turn)
+    turns = result["rounds"]
+    result["images_per_s"] = statistics.median([turn["images_per_s"] for turn in turns])
+    result["s_per_step"] = statistics.median([turn["s_per_step"] for turn in turns])
+    result["peak_memory_mb"] = _peak_memory_mb(device)
     if reference is not None:
-        result["reference"] = run_reference(reference, result)
-        result["speedup"] = result["images_per_s"] / result["reference"]["images_per_s"]
+        result["reference"] = dict(turns[-1]["reference"],
+                                   images_per_s=statistics.median([turn["reference"]["images_per_s"] for turn in turns]))
+        result["speedup"] = statistics.median([turn["speedup"] for turn in turns])
     return result

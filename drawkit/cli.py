@@ -272,15 +272,17 @@ def bench(
     image_size: Annotated[Optional[int], typer.Option(help="Side of the square synthetic images (default 28).")] = None,
     compile: Annotated[bool, typer.Option(help="Time the compiled glimpse (as 'train --compile'), or the eager one.")] = True,
     reference: Annotated[Optional[str], typer.Option(help="Also time this plain DRAW script (e.g. ../shared/bench/refdraw.py) on the same model and report the speed-up.")] = None,
+    rounds: Annotated[int, typer.Option(help="Time drawkit (and the reference) this many times in turn; report medians.")] = 1,
+    glimpses_per_call: Annotated[int, typer.Option(help="Glimpses per compiled call (as 'train --compile').")] = 8,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time full training steps (forward, backward, Adam) on synthetic binary images: images/s, s/step, memory."""
     from drawkit.bench import bench as run_bench
 
-    with stderr.status(f"timing {warmup} warm-up{' (and compiling)' if compile else ''} and {steps} training steps"):
+    with stderr.status(f"timing {warmup} warm-up{' (and compiling)' if compile else ''} and {rounds} x {steps} training steps"):
         result = run_bench(preset=preset, device=device, steps=steps, warmup=warmup, batch_size=batch_size,
                            glimpses=glimpses, hidden=hidden, image_size=image_size, compile=compile,
-                           reference=reference)
+                           reference=reference, rounds=rounds, glimpses_per_call=glimpses_per_call)
     if json_output:
         typer.echo(json.dumps(result))
         return
@@ -294,9 +296,15 @@ def bench(
             "batch, image": f"{result['batch_size']} x {result['image_size']}x{result['image_size']}",
             "device": f"{result['device']} ({result['device_name']})", "torch": result["torch"],
             "warm-up": f"{warmup} steps, {result['warmup_s']:.1f} s"}
+    if compile:
+        rows["compiled"] = f"{result['glimpses_per_call']} glimpses per call"
+    if rounds > 1:
+        rows["rounds"] = f"{rounds}, medians shown"
     if reference:
         rows["reference"] = f"{result['reference']['images_per_s']:.1f} images/s ({reference})"
         rows["speed-up"] = f"{result['speedup']:.2f}x"
+        if rounds > 1:
+            rows["speed-up"] += " (rounds: " + ", ".join(f"{turn['speedup']:.2f}x" for turn in result["rounds"]) + ")"
     for name, value in rows.items():
         table.add_row(name, escape(str(value)))
     Console().print(table)

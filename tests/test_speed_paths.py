@@ -83,10 +83,13 @@ def test_eager_model_equals_plain_draw(registry):
 
 @pytest.fixture(scope="module")
 def compiled_pair(registry):
-    """An eager model and a compiled copy with the same weights; skips where torch.compile cannot build."""
+    """An eager model and a compiled copy with the same weights; skips where torch.compile cannot build.
+
+    Runs of 3 glimpses over T=4 cover both compiled graphs: a full run and the shorter last one.
+    """
     model, x, noise = small_model_and_data(registry, seed=1)
     compiled, _, _ = small_model_and_data(registry, seed=1)
-    compiled.compile_glimpses()
+    compiled.compile_glimpses(glimpses_per_call=3)
     try:
         compiled(x, noise=noise)
     except Exception as exc:  # no C++ compiler, unsupported platform: the eager path still stands
@@ -130,6 +133,8 @@ def test_bench_json_reports_throughput_and_setup(cli_runner):
     (["--glimpses", "-1"], "--glimpses"),
     (["--preset", "nope"], "paper-mnist"),
     (["--device", "tpu"], "cpu"),
+    (["--rounds", "0"], "--rounds"),
+    (["--glimpses-per-call", "0"], "--glimpses-per-call"),
 ])
 def test_bench_bad_input_is_one_line(cli_runner, args, words):
     assert_one_error_line(cli_runner.invoke(app, ["bench", *args]), words)
@@ -152,6 +157,8 @@ FAKE_REFERENCE = '''
 import json, sys
 with open(sys.argv[0] + ".args", "w") as f:
     f.write(" ".join(sys.argv[1:]))
+with open(sys.argv[0] + ".calls", "a") as f:
+    f.write("called\\n")
 print("warming up")
 print(json.dumps({"impl": "fake", "images_per_s": 2.0, "s_per_step": 2.0}))
 '''
@@ -172,6 +179,22 @@ def test_bench_times_a_reference_script_on_the_same_model(cli_runner, tmp_path):
     assert args[0] == "bench" and args[-1] == "--no-attention"
     assert settings["--glimpses"] == "3" and settings["--hidden"] == "16" and settings["--z"] == "100"
     assert settings["--batch"] == "4" and settings["--steps"] == "2" and settings["--device"] == "cpu"
+
+
+def test_bench_rounds_take_turns_with_the_reference_and_report_medians(cli_runner, tmp_path):
+    script = tmp_path / "reference.py"
+    script.write_text(FAKE_REFERENCE)
+    result = cli_runner.invoke(app, ["bench", "--json", "--no-compile", "--steps", "1", "--warmup", "0",
+                                     "--glimpses", "2", "--hidden", "8", "--batch-size", "2", "--rounds", "3",
+                                     "--reference", str(script)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (tmp_path / "reference.py.calls").read_text().count("called") == 3
+    assert len(report["rounds"]) == 3
+    speeds = sorted(turn["images_per_s"] for turn in report["rounds"])
+    assert report["images_per_s"] == speeds[1]
+    assert report["speedup"] == sorted(turn["speedup"] for turn in report["rounds"])[1]
+    assert all(math.isclose(turn["speedup"], turn["images_per_s"] / 2.0) for turn in report["rounds"])
 
 
 @pytest.mark.parametrize("script, words", [
