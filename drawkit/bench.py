@@ -21,7 +21,7 @@ from drawkit.errors import DrawkitError, check_positive
 from drawkit.model import DrawConfig, build_model
 from drawkit.presets import preset_options
 from drawkit.registry import get_registry
-from drawkit.train import train_step
+from drawkit.train import make_optimizer, train_step
 
 MODEL_FIELDS = {f.name for f in fields(DrawConfig)}
 
@@ -122,7 +122,7 @@ def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, wa
     model = build_model(config, get_registry()).to(device)
     if compile:
         model.compile_glimpses(glimpses_per_call=glimpses_per_call)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = make_optimizer(model, lr=1e-3)
     x = (torch.rand(batch_size, *config.image_shape, device=device) > 0.5).float()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -26,6 +26,7 @@ from drawkit.outputs import output_dir
 from drawkit.progress import stderr, training_progress
 from drawkit.registry import get_registry
 from drawkit.rng import rng_state, seeded, set_rng_state
+from drawkit.step_flags import StepFlags
 
 VALIDATION_SEED = 0  # validation draws its own z from this seed, leaving the training stream untouched
 
@@ -135,7 +136,7 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
     model = build_model(model_config, registry).to(device)
     if config.compile:
         model.compile_glimpses()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config.lr)
     state = RunState()
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -166,6 +167,22 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
 
     last = {}
     bad_in_a_row, first_step = 0, state.step
+    flags = StepFlags(device)
+
+    def count(read_flags) -> None:
+        """Count skipped steps; stop after max_bad_steps in a row (the last good checkpoint stays)."""
+        nonlocal bad_in_a_row
+        for step, finite in read_flags:
+            if finite:
+                bad_in_a_row = 0
+                continue
+            state.skipped_steps += 1
+            bad_in_a_row += 1
+            if bad_in_a_row >= config.max_bad_steps:
+                raise DrawkitError(f"training diverged: {bad_in_a_row} non-finite losses in a row at step "
+                                   f"{step}; the last good checkpoint is {out / FILENAME}; "
+                                   f"try a lower --lr or --clip")
+
     with training_progress(progress and main) as bar, stop_requests() as stop:
         task = bar.add_task(f"epoch {state.epoch}", total=total_steps, completed=state.step, loss="")
         while state.step < total_steps:
@@ -175,27 +192,23 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
                 output, finite = train_step(ddp_model, optimizer, x, config.clip)
                 state.step += 1
                 state.epoch_step += 1
-                if not finite:
-                    state.skipped_steps += 1
-                    bad_in_a_row += 1
-                    if bad_in_a_row >= config.max_bad_steps:
-                        raise DrawkitError(f"training diverged: {bad_in_a_row} non-finite losses in a row at step "
-                                           f"{state.step}; the last good checkpoint is {out / FILENAME}; "
-                                           f"try a lower --lr or --clip")
-                else:
-                    bad_in_a_row = 0
-                if state.step % config.log_every == 0 or state.step == total_steps:
+                flags.push(state.step, finite)
+                log_now = state.step % config.log_every == 0 or state.step == total_steps
+                count(flags.read(everything=log_now))
+                if log_now:
                     last = log(train_metrics(output, state, first_step, started))
                     bar.update(task, loss=f"{last['loss']:.1f} nats/img (rec {last['reconstruction']:.1f}, "
                                           f"kl {last['kl']:.1f})")
                 bar.advance(task)
                 exit_code = distributed.agreed_stop(stop)
                 if exit_code:  # the step is finished: save it, then stop
+                    count(flags.read(everything=True))
                     save()
                     distributed.barrier()  # torchrun stops every process once one exits: not before the save
                     raise Interrupted(out / FILENAME, exit_code)
                 if state.step >= total_steps:
                     break
+            count(flags.read(everything=True))
             # every rank validates on all of it, with the same model and seed: the same numbers as one
             # process, and no rank idles in a collective that could time out
             with seeded(VALIDATION_SEED, device):
@@ -216,9 +229,19 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
             "skipped_steps": state.skipped_steps}
 
 
+def make_optimizer(model, lr: float) -> torch.optim.Adam:
+    """Adam, fused where the device has the kernel: it can then skip a non-finite step on the device."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except RuntimeError:  # no fused kernel for this device or dtype
+        return torch.optim.Adam(model.parameters(), lr=lr)
+
+
 def train_step(model, optimizer, x: torch.Tensor, clip: float):
     """One Adam step on the mean negative bound; a non-finite loss or gradient skips the update.
 
+    Returns the output and whether the step was finite, as a 0-dim tensor on the device. With fused
+    Adam the skip happens on the device too (its ``found_inf``), so nothing here waits for the step.
     Under DDP ``model`` is the wrapper: backward averages the gradients over ranks, so every rank
     sees the same norm (a NaN on one rank reaches all) and all skip or step together.
     """
@@ -227,8 +250,11 @@ def train_step(model, optimizer, x: torch.Tensor, clip: float):
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    finite = bool(torch.isfinite(grad_norm))  # NaN or inf in the loss shows up here too
-    if finite:
+    finite = torch.isfinite(grad_norm)  # NaN or inf in the loss shows up here too
+    if all(group.get("fused") for group in optimizer.param_groups):
+        optimizer.found_inf = (~finite).float()  # fused Adam leaves parameters and state as they were
+        optimizer.step()
+    elif finite:  # any other optimizer: the host waits for the step to decide
         optimizer.step()
     return output, finite
 

@@ -409,11 +409,12 @@ def assert_unchanged(model, optimizer, before):
     assert all(torch.equal(state[i][k], before[1][i][k]) for i in state for k in state[i])
 
 
-@pytest.fixture
-def model_and_optimizer():
+@pytest.fixture(params=[False, True], ids=["adam", "fused adam"])
+def model_and_optimizer(request):
+    """The fused Adam of 'drawkit train' skips on the device; another optimizer's step is skipped by the host."""
     torch.manual_seed(0)
     model = build_model(replace(MODEL, image_shape=(1, 8, 8), likelihood="bernoulli"), get_registry())
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=request.param)
     x = torch.bernoulli(torch.full((4, 1, 8, 8), 0.5))
     assert train_step(model, optimizer, x, clip=10.0)[1]
     return model, optimizer, x
