@@ -149,7 +149,7 @@ def train(
     keep: Annotated[int, typer.Option(help="How many checkpoint-<step>.pt to keep besides checkpoint.pt and best.pt.")] = 3,
     resume: Annotated[Optional[str], typer.Option(help="Continue the run in this folder from its last checkpoint.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
-    compile: Annotated[bool, typer.Option("--compile", help="Compile each glimpse with torch.compile: faster steps, the same mathematics, ~15 s to start.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="Compile runs of 8 glimpses with torch.compile: faster steps, the same mathematics; under a minute to compile on a 2-core CPU.")] = False,
     distributed: Annotated[bool, typer.Option("--distributed", help="Join the processes torchrun started (automatic when it started several): 'torchrun --nproc_per_node=N -m drawkit train ...'.")] = False,
 ) -> None:
     """Train DRAW on a dataset; writes OUT/checkpoint.pt and OUT/metrics.jsonl."""
