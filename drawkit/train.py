@@ -121,19 +121,19 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
     model_config, dataset = prepare(model_config, config, registry)
     device = distributed.local_device(resolve_device(config.device))
     distributed.check_batch_size(config.batch_size)
-    out = output_dir(config.out, "--out")
+    torch.manual_seed(config.seed)
+    model = build_model(model_config, registry).to(device)  # a plugin may still refuse its options here
     mode = config.binarize or getattr(dataset, "default_binarize", "none")
     config = replace(config, binarize=mode)
     train_images = load_split(dataset, config.dataset, "train", config.data_dir).to(device)
     valid_x = fixed_binarization(load_split(dataset, config.dataset, "valid", config.data_dir)[:config.val_images],
                                  mode, seed=config.seed)
     batches = Batches(train_images, config.batch_size, config.seed)
+    out = output_dir(config.out, "--out")  # only once the model and the data are there: no empty run folders
     total_steps = len(batches) * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
 
-    torch.manual_seed(config.seed)
-    model = build_model(model_config, registry).to(device)
     if config.compile:
         model.compile_glimpses()
     optimizer = make_optimizer(model, config.lr)

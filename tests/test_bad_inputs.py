@@ -1,4 +1,7 @@
 """Every command with bad input: exit code 2, one line starting "Error:" that names the problem, no traceback."""
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -192,3 +195,7 @@ def test_bad_input_gives_one_error_line_and_exit_2(cli_runner, places, args, exp
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
     assert "Traceback" not in result.output
     assert expect in lines[0], (expect, lines[0])
+    leftover = Path(places["scratch"], "run")
+    made = leftover.exists()
+    shutil.rmtree(leftover, ignore_errors=True)  # so one case's leftover does not fail the next
+    assert not made, "a refused train left a run folder behind"

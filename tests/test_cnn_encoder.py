@@ -123,3 +123,4 @@ def test_cli_refuses_a_bad_option_in_one_line(mnist_available, cli_runner, tiny_
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "kernel_size" in lines[0], result.stderr
+    assert not (tmp_path / "run").exists()  # refused before any run folder is made
