@@ -130,7 +130,7 @@ def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, wa
     warmup_s = _time_steps(model, optimizer, x, warmup, device)
     config = model.config
     result = {
-        "impl": "drawkit", "peak_memory_mb": 0.0,
+        "impl": "drawkit",
         "memory": "CUDA tensors, peak" if device.type == "cuda" else "process resident size, peak",
         "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "compile": compile, "preset": preset, "batch_size": batch_size,
@@ -147,11 +147,14 @@ def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, wa
             turn["speedup"] = turn["images_per_s"] / turn["reference"]["images_per_s"]
         result["rounds"].append(turn)
     turns = result["rounds"]
-    result["images_per_s"] = statistics.median([turn["images_per_s"] for turn in turns])
-    result["s_per_step"] = statistics.median([turn["s_per_step"] for turn in turns])
-    result["peak_memory_mb"] = _peak_memory_mb(device)
+    result.update(_medians(turns), peak_memory_mb=_peak_memory_mb(device))
     if reference is not None:
-        result["reference"] = dict(turns[-1]["reference"],
-                                   images_per_s=statistics.median([turn["reference"]["images_per_s"] for turn in turns]))
+        result["reference"] = {**turns[-1]["reference"], **_medians([turn["reference"] for turn in turns])}
         result["speedup"] = statistics.median([turn["speedup"] for turn in turns])
     return result
+
+
+def _medians(turns: list) -> dict:
+    """The median over rounds of images/s and of s/step (where a round reports it)."""
+    keys = [key for key in ("images_per_s", "s_per_step") if all(key in turn for turn in turns)]
+    return {key: statistics.median([turn[key] for turn in turns]) for key in keys}
