@@ -21,7 +21,7 @@ from drawkit.errors import DrawkitError, check_positive
 from drawkit.model import DrawConfig, build_model
 from drawkit.presets import preset_options
 from drawkit.registry import get_registry
-from drawkit.train import make_optimizer, train_step
+from drawkit.train import check_compile_mode, make_optimizer, train_step
 
 MODEL_FIELDS = {f.name for f in fields(DrawConfig)}
 
@@ -101,7 +101,8 @@ def _time_steps(model, optimizer, x, steps: int, device: torch.device) -> float:
 def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, warmup: int = 3,
           batch_size: Optional[int] = None, glimpses: Optional[int] = None, hidden: Optional[int] = None,
           image_size: Optional[int] = None, compile: bool = True, seed: int = 0,
-          reference: Optional[str] = None, glimpses_per_call: int = 8, rounds: int = 1) -> dict:
+          reference: Optional[str] = None, glimpses_per_call: int = 8, rounds: int = 1,
+          compile_mode: str = "default") -> dict:
     """Time ``steps`` training steps after ``warmup`` untimed ones (which also pay for compiling).
 
     With ``reference`` (a script like refdraw.py) it is timed next, on the same model, batch and
@@ -113,6 +114,7 @@ def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, wa
                     "--glimpses-per-call": glimpses_per_call, "--rounds": rounds})
     if warmup < 0:
         raise DrawkitError(f"--warmup must be 0 or more, got {warmup}")
+    check_compile_mode(compile_mode)
     config = bench_config(preset, glimpses, hidden, image_size)
     if reference is not None:  # said before minutes of timing, not after
         check_reference(reference, config)
@@ -121,7 +123,7 @@ def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, wa
     torch.manual_seed(seed)
     model = build_model(config, get_registry()).to(device)
     if compile:
-        model.compile_glimpses(glimpses_per_call=glimpses_per_call)
+        model.compile_glimpses(mode=compile_mode, glimpses_per_call=glimpses_per_call)
     optimizer = make_optimizer(model, lr=1e-3)
     x = (torch.rand(batch_size, *config.image_shape, device=device) > 0.5).float()
     if device.type == "cuda":
@@ -133,7 +135,7 @@ def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, wa
         "impl": "drawkit",
         "memory": "CUDA tensors, peak" if device.type == "cuda" else "process resident size, peak",
         "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "compile": compile, "preset": preset, "batch_size": batch_size,
+        "torch": torch.__version__, "compile": compile, "compile_mode": compile_mode, "preset": preset, "batch_size": batch_size,
         "glimpses": config.glimpses, "hidden": config.hidden, "z_dim": config.z_dim,
         "read_size": config.read_size, "write_size": config.write_size, "attention": config.attention,
         "encoder": config.encoder, "image_size": config.image_shape[-1], "steps": steps,

@@ -150,6 +150,7 @@ def train(
     resume: Annotated[Optional[str], typer.Option(help="Continue the run in this folder from its last checkpoint.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     compile: Annotated[bool, typer.Option("--compile", help="Compile runs of 8 glimpses with torch.compile: faster steps, the same mathematics; under a minute to compile on a 2-core CPU.")] = False,
+    compile_mode: Annotated[str, typer.Option(help="With --compile: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs.")] = "default",
     distributed: Annotated[bool, typer.Option("--distributed", help="Join the processes torchrun started (automatic when it started several): 'torchrun --nproc_per_node=N -m drawkit train ...'.")] = False,
 ) -> None:
     """Train DRAW on a dataset; writes OUT/checkpoint.pt and OUT/metrics.jsonl."""
@@ -172,12 +173,13 @@ def train(
         dataset=values["dataset"], dataset_options=dataset_options(dataset_opt, image_size, grayscale),
         binarize=binarize, data_dir=data_dir, batch_size=values["batch_size"], epochs=epochs,
         max_steps=max_steps, lr=values["lr"], clip=clip, seed=seed, device=device, out=out,
-        log_every=log_every, val_images=val_images, keep=keep, preset=preset, compile=compile)
+        log_every=log_every, val_images=val_images, keep=keep, preset=preset, compile=compile,
+        compile_mode=compile_mode)
     _run_training(model_config, config, progress, distributed=distributed)
 
 
 #: what may change when resuming; everything else comes from the checkpoint
-CHANGEABLE = ("epochs", "max_steps", "device", "data_dir", "log_every", "keep", "compile")
+CHANGEABLE = ("epochs", "max_steps", "device", "data_dir", "log_every", "keep", "compile", "compile_mode")
 RESUMABLE = CHANGEABLE + ("progress", "resume", "distributed")  # and how the command runs
 
 
@@ -274,6 +276,7 @@ def bench(
     reference: Annotated[Optional[str], typer.Option(help="Also time this plain DRAW script (e.g. ../shared/bench/refdraw.py) on the same model and report the speed-up.")] = None,
     rounds: Annotated[int, typer.Option(help="Time drawkit (and the reference) this many times in turn; report medians.")] = 1,
     glimpses_per_call: Annotated[int, typer.Option(help="Glimpses per compiled call (as 'train --compile').")] = 8,
+    compile_mode: Annotated[str, typer.Option(help="default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs.")] = "default",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time full training steps (forward, backward, Adam) on synthetic binary images: images/s, s/step, memory."""
@@ -282,7 +285,8 @@ def bench(
     with stderr.status(f"timing {warmup} warm-up{' (and compiling)' if compile else ''} and {rounds} x {steps} training steps"):
         result = run_bench(preset=preset, device=device, steps=steps, warmup=warmup, batch_size=batch_size,
                            glimpses=glimpses, hidden=hidden, image_size=image_size, compile=compile,
-                           reference=reference, rounds=rounds, glimpses_per_call=glimpses_per_call)
+                           reference=reference, rounds=rounds, glimpses_per_call=glimpses_per_call,
+                           compile_mode=compile_mode)
     if json_output:
         typer.echo(json.dumps(result))
         return
@@ -297,7 +301,7 @@ def bench(
             "device": f"{result['device']} ({result['device_name']})", "torch": result["torch"],
             "warm-up": f"{warmup} steps, {result['warmup_s']:.1f} s"}
     if compile:
-        rows["compiled"] = f"{result['glimpses_per_call']} glimpses per call"
+        rows["compiled"] = f"{result['glimpses_per_call']} glimpses per call, mode {result['compile_mode']}"
     if rounds > 1:
         rows["rounds"] = f"{rounds}, medians shown"
     if reference:

@@ -15,6 +15,8 @@ from drawkit.losses import gaussian_kl
 
 #: used when neither the user nor the encoder/attention plugin sets a window size (the paper's MNIST model)
 FALLBACK_SIZES = {"read_size": 2, "write_size": 5}
+#: torch.compile modes for compile_glimpses; "reduce-overhead" adds CUDA graphs on a GPU
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: the arguments drawkit passes to every attention and encoder factory (options cannot set them)
 ATTENTION_ARGS = ("image_shape", "hidden_size", "read_size", "write_size")
 ENCODER_ARGS = ("glimpse_shape", "decoder_size", "hidden_size")
@@ -139,7 +141,7 @@ class Draw(nn.Module):
         """
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # a CUDA_HOME note on CPU machines
         self.glimpses_per_call = glimpses_per_call
-        self._glimpses = torch.compile(self.glimpses, dynamic=False, mode=mode)
+        self._glimpses = torch.compile(self.glimpses, dynamic=False, mode=None if mode == "default" else mode)
         return self
 
     @torch.no_grad()

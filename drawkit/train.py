@@ -21,7 +21,7 @@ from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError, check_positive
 from drawkit.interrupts import stop_requests
 from drawkit.likelihoods import LIKELIHOODS
-from drawkit.model import ATTENTION_ARGS, ENCODER_ARGS, DrawConfig, build_model, resolve_config
+from drawkit.model import ATTENTION_ARGS, COMPILE_MODES, ENCODER_ARGS, DrawConfig, build_model, resolve_config
 from drawkit.outputs import output_dir
 from drawkit.progress import stderr, training_progress
 from drawkit.registry import get_registry
@@ -50,7 +50,8 @@ class TrainConfig:
     keep: int = 3                       # checkpoint-<step>.pt files kept besides checkpoint.pt and best.pt
     max_bad_steps: int = 10             # non-finite losses in a row before training stops
     preset: Optional[str] = None        # the --preset the options came from, for the record
-    compile: bool = False               # torch.compile each glimpse (speed only: the same mathematics)
+    compile: bool = False               # torch.compile runs of glimpses (speed only: the same mathematics)
+    compile_mode: str = "default"       # torch.compile mode, one of COMPILE_MODES
 
 
 @dataclass
@@ -90,6 +91,12 @@ def check_config(model_config: DrawConfig, config: TrainConfig) -> None:
         raise DrawkitError(f"unknown --likelihood '{model_config.likelihood}'; choose one of: {', '.join(LIKELIHOODS)}")
     if config.binarize is not None and config.binarize not in BINARIZE_MODES:
         raise DrawkitError(f"unknown --binarize '{config.binarize}'; choose one of: {', '.join(BINARIZE_MODES)}")
+    check_compile_mode(config.compile_mode)
+
+
+def check_compile_mode(mode: str) -> None:
+    if mode not in COMPILE_MODES:
+        raise DrawkitError(f"unknown --compile-mode '{mode}'; choose one of: {', '.join(COMPILE_MODES)}")
 
 
 def prepare(model_config: DrawConfig, config: TrainConfig, registry):
@@ -135,7 +142,7 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
         total_steps = min(total_steps, config.max_steps)
 
     if config.compile:
-        model.compile_glimpses()
+        model.compile_glimpses(mode=config.compile_mode)
     optimizer = make_optimizer(model, config.lr)
     state = RunState()
     if resume is not None:
@@ -245,6 +252,7 @@ def train_step(model, optimizer, x: torch.Tensor, clip: float):
     Under DDP ``model`` is the wrapper: backward averages the gradients over ranks, so every rank
     sees the same norm (a NaN on one rank reaches all) and all skip or step together.
     """
+    torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs (--compile-mode reduce-overhead): a new step
     output = model(x)
     loss = output.loss.mean()
     optimizer.zero_grad(set_to_none=True)

@@ -61,6 +61,7 @@ BAD_INPUTS = [
     case(TRAIN, "--preset", "paper-cifar", expect="paper-cifar"),
     case(TRAIN, "--device", "tpu", expect="tpu"),
     case(TRAIN, "--out", "{file}", expect="is a file"),
+    case(TRAIN, "--compile", "--compile-mode", "fast", expect="--compile-mode"),
     case(TRAIN, "--out", "{file}/run", expect="cannot create --out"),
     case(TRAIN, "--data-dir", "{missing}", expect="--data-dir"),
     case(TRAIN, "--data-dir", "{file}", expect="--data-dir"),

@@ -81,15 +81,16 @@ def test_eager_model_equals_plain_draw(registry):
         assert torch.allclose(ours_grads[name], plain_grads[name], rtol=1e-4, atol=1e-5), name
 
 
-@pytest.fixture(scope="module")
-def compiled_pair(registry):
+@pytest.fixture(scope="module", params=["default", "reduce-overhead"])
+def compiled_pair(registry, request):
     """An eager model and a compiled copy with the same weights; skips where torch.compile cannot build.
 
     Runs of 3 glimpses over T=4 cover both compiled graphs: a full run and the shorter last one.
+    The CUDA-graph mode must keep the mathematics too (on a CPU it compiles without graphs).
     """
     model, x, noise = small_model_and_data(registry, seed=1)
     compiled, _, _ = small_model_and_data(registry, seed=1)
-    compiled.compile_glimpses(glimpses_per_call=3)
+    compiled.compile_glimpses(mode=request.param, glimpses_per_call=3)
     try:
         compiled(x, noise=noise)
     except Exception as exc:  # no C++ compiler, unsupported platform: the eager path still stands
@@ -135,6 +136,7 @@ def test_bench_json_reports_throughput_and_setup(cli_runner):
     (["--device", "tpu"], "cpu"),
     (["--rounds", "0"], "--rounds"),
     (["--glimpses-per-call", "0"], "--glimpses-per-call"),
+    (["--compile-mode", "fast"], "reduce-overhead"),
 ])
 def test_bench_bad_input_is_one_line(cli_runner, args, words):
     assert_one_error_line(cli_runner.invoke(app, ["bench", *args]), words)
