@@ -17,11 +17,11 @@ from typing import Optional
 import torch
 
 from drawkit.devices import resolve_device
-from drawkit.errors import DrawkitError, check_positive
-from drawkit.model import DrawConfig, build_model
+from drawkit.errors import DrawkitError, check_choice, check_positive
+from drawkit.model import COMPILE_MODES, DrawConfig, build_model
 from drawkit.presets import preset_options
 from drawkit.registry import get_registry
-from drawkit.train import check_compile_mode, make_optimizer, train_step
+from drawkit.train import make_optimizer, train_step
 
 MODEL_FIELDS = {f.name for f in fields(DrawConfig)}
 
@@ -114,7 +114,7 @@ def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, wa
                     "--glimpses-per-call": glimpses_per_call, "--rounds": rounds})
     if warmup < 0:
         raise DrawkitError(f"--warmup must be 0 or more, got {warmup}")
-    check_compile_mode(compile_mode)
+    check_choice("--compile-mode", compile_mode, COMPILE_MODES)
     config = bench_config(preset, glimpses, hidden, image_size)
     if reference is not None:  # said before minutes of timing, not after
         check_reference(reference, config)

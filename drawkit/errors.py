@@ -9,6 +9,12 @@ class DataNotFound(DrawkitError):
     """A data set is neither on disk nor downloadable."""
 
 
+def check_choice(option: str, value, choices) -> None:
+    """``value`` must be one of ``choices``; otherwise one line naming the option and the choices."""
+    if value not in choices:
+        raise DrawkitError(f"unknown {option} '{value}'; choose one of: {', '.join(choices)}")
+
+
 def check_positive(values: dict) -> None:
     """Each option's value (option name -> number) must be 1 or more; the first that is not is refused."""
     for option, value in values.items():

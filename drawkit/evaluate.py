@@ -5,7 +5,7 @@ from drawkit.bound import variational_bound
 from drawkit.checkpoint import load_model
 from drawkit.data import SPLITS, fixed_binarization, load_split, trained_data_dir
 from drawkit.devices import resolve_device
-from drawkit.errors import DrawkitError, check_positive
+from drawkit.errors import DrawkitError, check_choice, check_positive
 from drawkit.progress import counting_progress
 from drawkit.registry import get_registry
 from drawkit.rng import seeded
@@ -17,8 +17,7 @@ def evaluate(checkpoint, split: str = "test", importance_samples: int = 1, batch
              max_images: Optional[int] = None, device: str = "auto", data_dir: Optional[str] = None,
              progress: bool = True) -> dict:
     """Everything a results table needs, as one flat dict."""
-    if split not in SPLITS:
-        raise DrawkitError(f"unknown --split '{split}'; choose one of: {', '.join(SPLITS)}")
+    check_choice("--split", split, SPLITS)
     check_positive({"--importance-samples": importance_samples, "--batch-size": batch_size,
                     "--max-images": 1 if max_images is None else max_images})
     registry = get_registry()

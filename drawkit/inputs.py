@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import torch
 
 from drawkit.data import SPLITS, fixed_binarization, load_split, trained_data_dir
-from drawkit.errors import DrawkitError
+from drawkit.errors import DrawkitError, check_choice
 from drawkit.images import load_image
 
 
@@ -39,8 +39,7 @@ def choose_inputs(payload: dict, registry, image_shape: tuple, n: int = 16, spli
         return fixed_binarization(x, mode, seed)
     if invert:
         raise DrawkitError("--invert applies to --image files only")
-    if split not in SPLITS:
-        raise DrawkitError(f"unknown --split '{split}'; choose one of: {', '.join(SPLITS)}")
+    check_choice("--split", split, SPLITS)
     chosen = parse_indices(indices)
     if chosen is None and n < 1:
         raise DrawkitError(f"--n must be a positive whole number, got {n}")

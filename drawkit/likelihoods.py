@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from drawkit.errors import DrawkitError
+from drawkit.errors import check_choice
 from drawkit.losses import bernoulli_nll
 
 LEVELS = 256
@@ -59,8 +59,7 @@ LIKELIHOODS = {"bernoulli": Bernoulli, "logistic": DiscretizedLogistic}
 
 def make_likelihood(name, image_shape) -> nn.Module:
     name = name or "bernoulli"
-    if name not in LIKELIHOODS:
-        raise DrawkitError(f"unknown likelihood '{name}'; choose one of: {', '.join(LIKELIHOODS)}")
+    check_choice("likelihood", name, LIKELIHOODS)
     return LIKELIHOODS[name](image_shape)
 
 

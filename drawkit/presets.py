@@ -1,5 +1,5 @@
 """Named training settings: data, not code paths. Options given on the command line win."""
-from drawkit.errors import DrawkitError
+from drawkit.errors import check_choice
 
 #: name -> (what it is, the options it sets; keys are `drawkit train` option names with underscores)
 PRESETS = {
@@ -18,6 +18,5 @@ PRESETS = {
 
 
 def preset_options(name: str) -> dict:
-    if name not in PRESETS:
-        raise DrawkitError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
+    check_choice("preset", name, PRESETS)
     return dict(PRESETS[name][1])

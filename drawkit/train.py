@@ -18,7 +18,7 @@ from drawkit.bound import variational_bound
 from drawkit.checkpoint import FILENAME, CheckpointWriter, plugin_record, read_checkpoint
 from drawkit.data import BINARIZE_MODES, Batches, binarize, fixed_binarization, load_split, to_unit_float
 from drawkit.devices import resolve_device
-from drawkit.errors import DrawkitError, check_positive
+from drawkit.errors import DrawkitError, check_choice, check_positive
 from drawkit.interrupts import stop_requests
 from drawkit.likelihoods import LIKELIHOODS
 from drawkit.model import ATTENTION_ARGS, COMPILE_MODES, ENCODER_ARGS, DrawConfig, build_model, resolve_config
@@ -87,16 +87,10 @@ def check_config(model_config: DrawConfig, config: TrainConfig) -> None:
         raise DrawkitError(f"--lr must be a positive number, got {config.lr}")
     if not (config.clip > 0 and math.isfinite(config.clip)):
         raise DrawkitError(f"--clip must be a positive number, got {config.clip}")
-    if model_config.likelihood not in LIKELIHOODS:
-        raise DrawkitError(f"unknown --likelihood '{model_config.likelihood}'; choose one of: {', '.join(LIKELIHOODS)}")
-    if config.binarize is not None and config.binarize not in BINARIZE_MODES:
-        raise DrawkitError(f"unknown --binarize '{config.binarize}'; choose one of: {', '.join(BINARIZE_MODES)}")
-    check_compile_mode(config.compile_mode)
-
-
-def check_compile_mode(mode: str) -> None:
-    if mode not in COMPILE_MODES:
-        raise DrawkitError(f"unknown --compile-mode '{mode}'; choose one of: {', '.join(COMPILE_MODES)}")
+    check_choice("--likelihood", model_config.likelihood, LIKELIHOODS)
+    if config.binarize is not None:
+        check_choice("--binarize", config.binarize, BINARIZE_MODES)
+    check_choice("--compile-mode", config.compile_mode, COMPILE_MODES)
 
 
 def prepare(model_config: DrawConfig, config: TrainConfig, registry):
