@@ -18,7 +18,7 @@ import torch
 
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError, check_choice, check_positive
-from drawkit.model import COMPILE_MODES, DrawConfig, build_model
+from drawkit.model import COMPILE_MODES, GLIMPSES_PER_CALL, DrawConfig, build_model
 from drawkit.presets import preset_options
 from drawkit.registry import get_registry
 from drawkit.train import make_optimizer, train_step
@@ -101,7 +101,7 @@ def _time_steps(model, optimizer, x, steps: int, device: torch.device) -> float:
 def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, warmup: int = 3,
           batch_size: Optional[int] = None, glimpses: Optional[int] = None, hidden: Optional[int] = None,
           image_size: Optional[int] = None, compile: bool = True, seed: int = 0,
-          reference: Optional[str] = None, glimpses_per_call: int = 8, rounds: int = 1,
+          reference: Optional[str] = None, glimpses_per_call: int = GLIMPSES_PER_CALL, rounds: int = 1,
           compile_mode: str = "default") -> dict:
     """Time ``steps`` training steps after ``warmup`` untimed ones (which also pay for compiling).
 

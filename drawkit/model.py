@@ -17,6 +17,7 @@ from drawkit.losses import gaussian_kl
 FALLBACK_SIZES = {"read_size": 2, "write_size": 5}
 #: torch.compile modes for compile_glimpses; "reduce-overhead" adds CUDA graphs on a GPU
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+GLIMPSES_PER_CALL = 8  # glimpses per compiled call: far fewer calls than T, a graph that compiles in under a minute
 #: the arguments drawkit passes to every attention and encoder factory (options cannot set them)
 ATTENTION_ARGS = ("image_shape", "hidden_size", "read_size", "write_size")
 ENCODER_ARGS = ("glimpse_shape", "decoder_size", "hidden_size")
@@ -130,7 +131,7 @@ class Draw(nn.Module):
 
     _glimpses = glimpses  # replaced by a compiled version of itself by compile_glimpses()
 
-    def compile_glimpses(self, mode: Optional[str] = None, glimpses_per_call: int = 8) -> "Draw":
+    def compile_glimpses(self, mode: Optional[str] = None, glimpses_per_call: int = GLIMPSES_PER_CALL) -> "Draw":
         """Compile runs of glimpses with torch.compile: their hundreds of small ops become a few fused kernels.
 
         One compiled call covers ``glimpses_per_call`` glimpses (and one more graph covers a shorter last
