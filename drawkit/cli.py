@@ -2,7 +2,7 @@
 import json
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Callable, NamedTuple, Optional
 
 import typer
 from rich.console import Console
@@ -74,7 +74,8 @@ def _report_crash(exc: Exception) -> int:
         error_line("the GPU ran out of memory; use a smaller --batch-size (or --device cpu)")
         return 2
     if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
-        error_line(f"torch.compile failed ({type(exc).__name__}); run without --compile (or use --no-compile)")
+        error_line(f"torch.compile failed ({type(exc).__name__}); run again with --no-compile (train's default "
+                   f"when --compile is left out)")
         return 2
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
@@ -92,6 +93,83 @@ def dataset_options(pairs: Optional[list[str]], image_size: Optional[int], grays
     if grayscale:
         options["grayscale"] = True
     return options
+
+
+class ConfigField(NamedTuple):
+    """Where one `drawkit train` option lands: a field of DrawConfig ("model") or TrainConfig ("train")."""
+
+    config: str
+    field: str
+    convert: Optional[Callable[[dict], object]] = None  # from all the option values; None: the option's own value
+
+
+def _dataset_options(values: dict) -> dict:
+    return dataset_options(values["dataset_opt"], values["image_size"], values["grayscale"])
+
+
+#: every `drawkit train` option that is part of what is trained -> its config field; presets may set these
+TRAIN_OPTIONS = {
+    "preset": ConfigField("train", "preset"),  # the name alone, for the record; its options are applied before
+    "dataset": ConfigField("train", "dataset"),
+    "dataset_opt": ConfigField("train", "dataset_options", _dataset_options),
+    "image_size": ConfigField("train", "dataset_options", _dataset_options),
+    "grayscale": ConfigField("train", "dataset_options", _dataset_options),
+    "encoder": ConfigField("model", "encoder"),
+    "attention": ConfigField("model", "attention"),
+    "glimpses": ConfigField("model", "glimpses"),
+    "hidden": ConfigField("model", "hidden"),
+    "z_dim": ConfigField("model", "z_dim"),
+    "read_size": ConfigField("model", "read_size"),
+    "write_size": ConfigField("model", "write_size"),
+    "encoder_opt": ConfigField("model", "encoder_options",
+                               lambda values: parse_options(values["encoder_opt"], "--encoder-opt")),
+    "attention_opt": ConfigField("model", "attention_options",
+                                 lambda values: parse_options(values["attention_opt"], "--attention-opt")),
+    "likelihood": ConfigField("model", "likelihood"),
+    "binarize": ConfigField("train", "binarize"),
+    "batch_size": ConfigField("train", "batch_size"),
+    "epochs": ConfigField("train", "epochs"),
+    "max_steps": ConfigField("train", "max_steps"),
+    "lr": ConfigField("train", "lr"),
+    "clip": ConfigField("train", "clip"),
+    "seed": ConfigField("train", "seed"),
+    "device": ConfigField("train", "device"),
+    "data_dir": ConfigField("train", "data_dir"),
+    "out": ConfigField("train", "out"),
+    "log_every": ConfigField("train", "log_every"),
+    "val_images": ConfigField("train", "val_images"),
+    "keep": ConfigField("train", "keep"),
+    "compile": ConfigField("train", "compile"),
+    "compile_mode": ConfigField("train", "compile_mode"),
+}
+#: `drawkit train` options that say how the command runs, not what is trained: in no config, set by no preset
+RUN_OPTIONS = ("progress", "resume", "distributed")
+#: what a preset may set: every option that reaches a config, except the preset's own name
+PRESETTABLE = tuple(name for name in TRAIN_OPTIONS if name != "preset")
+
+
+def preset_values(name: str) -> dict:
+    """The options preset ``name`` sets; a key that would reach no config is a mistake in PRESETS, refused."""
+    from drawkit.presets import preset_options
+
+    options = preset_options(name)
+    unknown = [key for key in options if key not in PRESETTABLE]
+    if unknown:
+        raise ValueError(f"preset '{name}' sets {', '.join(unknown)}, which reach no config; a preset may set: "
+                         f"{', '.join(PRESETTABLE)}")
+    return options
+
+
+def train_configs(values: dict):
+    """(DrawConfig, TrainConfig) from the value of every `drawkit train` option in TRAIN_OPTIONS."""
+    from drawkit.model import DrawConfig
+    from drawkit.train import TrainConfig
+
+    fields = {"model": {}, "train": {}}
+    for option, (config, field, convert) in TRAIN_OPTIONS.items():
+        if field not in fields[config]:  # dataset_options: three options build it together, once
+            fields[config][field] = convert(values) if convert else values[option]
+    return DrawConfig(**fields["model"]), TrainConfig(**fields["train"])
 
 
 app = typer.Typer(cls=OneLineErrors, rich_markup_mode="rich", no_args_is_help=True, add_completion=False,
@@ -149,32 +227,17 @@ def train(
     keep: Annotated[int, typer.Option(help="How many checkpoint-<step>.pt to keep besides checkpoint.pt and best.pt.")] = 3,
     resume: Annotated[Optional[str], typer.Option(help="Continue the run in this folder from its last checkpoint.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
-    compile: Annotated[bool, typer.Option("--compile", help="Compile runs of 8 glimpses with torch.compile: faster steps, the same mathematics; under a minute to compile on a 2-core CPU.")] = False,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Compile runs of 8 glimpses with torch.compile: faster steps, the same mathematics; under a minute to compile on a 2-core CPU.")] = False,
     compile_mode: Annotated[str, typer.Option(help="With --compile: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs.")] = "default",
     distributed: Annotated[bool, typer.Option("--distributed", help="Join the processes torchrun started (automatic when it started several): 'torchrun --nproc_per_node=N -m drawkit train ...'.")] = False,
 ) -> None:
     """Train DRAW on a dataset; writes OUT/checkpoint.pt and OUT/metrics.jsonl."""
-    from drawkit.model import DrawConfig
-    from drawkit.presets import preset_options
-    from drawkit.train import TrainConfig
-
     if resume:
         return _resume(ctx, resume, progress, distributed)
-    values = dict(ctx.params)
+    values = dict(ctx.params)  # every option: given, else its default; a preset's value wins over a default only
     if preset:
-        values.update({k: v for k, v in preset_options(preset).items() if not _explicit(ctx, k)})
-    model_config = DrawConfig(
-        glimpses=values["glimpses"], encoder=values["encoder"], attention=values["attention"],
-        hidden=values["hidden"], z_dim=values["z_dim"], read_size=values["read_size"],
-        write_size=values["write_size"], likelihood=values["likelihood"],
-        encoder_options=parse_options(encoder_opt, "--encoder-opt"),
-        attention_options=parse_options(attention_opt, "--attention-opt"))
-    config = TrainConfig(
-        dataset=values["dataset"], dataset_options=dataset_options(dataset_opt, image_size, grayscale),
-        binarize=binarize, data_dir=data_dir, batch_size=values["batch_size"], epochs=epochs,
-        max_steps=max_steps, lr=values["lr"], clip=clip, seed=seed, device=device, out=out,
-        log_every=log_every, val_images=val_images, keep=keep, preset=preset, compile=compile,
-        compile_mode=compile_mode)
+        values.update({k: v for k, v in preset_values(preset).items() if not _explicit(ctx, k)})
+    model_config, config = train_configs(values)
     _run_training(model_config, config, progress, distributed=distributed)
 
 
@@ -193,7 +256,7 @@ def _resume(ctx: typer.Context, run_dir: str, progress: bool, distributed: bool)
         raise DrawkitError(f"--{fixed[0].replace('_', '-')} cannot change when resuming; only "
                            f"{', '.join('--' + n.replace('_', '-') for n in CHANGEABLE)} can")
     model_config, config, payload = resume_configs(run_dir)
-    changes = {name: ctx.params[name] for name in CHANGEABLE if _explicit(ctx, name)}
+    changes = {TRAIN_OPTIONS[name].field: ctx.params[name] for name in CHANGEABLE if _explicit(ctx, name)}
     _run_training(model_config, replace(config, out=run_dir, **changes), progress, payload, distributed)
 
 

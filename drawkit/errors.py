@@ -20,3 +20,19 @@ def check_positive(values: dict) -> None:
     for option, value in values.items():
         if value < 1:
             raise DrawkitError(f"{option} must be a positive whole number, got {value}")
+
+
+def is_whole_number(value, least: int = 1) -> bool:
+    """An int of at least ``least``; True and False are refused although bool is a kind of int."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def check_whole_number(what: str, value, least: int = 1, also: str = "") -> int:
+    """A plugin option that must be a whole number of at least ``least``: ``value`` itself, else one line.
+
+    ``what`` names the option as the user would look for it ("image-folder option image_size");
+    ``also`` adds to what is accepted (" or a list of 3 of them").
+    """
+    if not is_whole_number(value, least):
+        raise DrawkitError(f"{what} must be a whole number of at least {least}{also}, got {value!r}")
+    return value

@@ -1,7 +1,8 @@
 """Named training settings: data, not code paths. Options given on the command line win."""
 from drawkit.errors import check_choice
 
-#: name -> (what it is, the options it sets; keys are `drawkit train` option names with underscores)
+#: name -> (what it is, the options it sets); keys are `drawkit train` option names with underscores, one of
+#: drawkit.cli.PRESETTABLE (each reaches a config field; any other key is refused when the preset is used)
 PRESETS = {
     "paper-mnist": (
         "DRAW with attention on binarized MNIST (paper: <= 80.97 nats)",

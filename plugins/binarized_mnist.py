@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from drawkit import hookimpl
-from drawkit.errors import DataNotFound, DrawkitError
+from drawkit.errors import DataNotFound, DrawkitError, check_whole_number
 from drawkit.outputs import atomic_write
 from drawkit_plugins.mnist import MNIST
 from drawkit_plugins.tensor_cache import cached
@@ -107,9 +107,7 @@ class BinarizedMNIST:
     def __init__(self, source: str = "auto", seed: int = DEFAULT_SEED):
         if source not in SOURCES:
             raise DrawkitError(f"binarized-mnist option source='{source}' is not one of: {', '.join(SOURCES)}")
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise DrawkitError(f"binarized-mnist option seed must be a whole number of at least 0, got {seed!r}")
-        self.wanted, self.seed = source, seed
+        self.wanted, self.seed = source, check_whole_number("binarized-mnist option seed", seed, least=0)
         self.source = None  # set by load: "larochelle-murray" or "derived-from-mnist (seed N)"
 
     def load(self, split: str, root: Path, download: bool) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from drawkit import hookimpl
-from drawkit.errors import DrawkitError
+from drawkit.errors import check_whole_number, is_whole_number
 
 IntOrList = Union[int, list]
 
@@ -21,9 +21,9 @@ IntOrList = Union[int, list]
 def _per_layer(name: str, value: IntOrList, depth: int) -> list[int]:
     """An int (every layer) or a list (one per layer) -> depth positive ints; anything else is a user error."""
     values = list(value) if isinstance(value, (list, tuple)) else [value] * depth
-    if len(values) != depth or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-        raise DrawkitError(f"encoder 'cnn' option {name} must be a positive whole number or a list of "
-                           f"{depth} of them (one per layer, depth={depth}), got {value!r}")
+    if len(values) != depth or not all(is_whole_number(v) for v in values):
+        check_whole_number(f"encoder 'cnn' option {name}", value,  # refuses it: a list is never a whole number
+                           also=f" or a list of {depth} of them (one per layer, depth={depth})")
     return values
 
 
@@ -32,9 +32,7 @@ def _depth(depth: Optional[int], channels: IntOrList, kernel_size: IntOrList) ->
     if depth is None:
         lengths = {len(v) for v in (channels, kernel_size) if isinstance(v, (list, tuple))}
         depth = lengths.pop() if len(lengths) == 1 else 2
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-        raise DrawkitError(f"encoder 'cnn' option depth must be a positive whole number, got {depth!r}")
-    return depth
+    return check_whole_number("encoder 'cnn' option depth", depth)
 
 
 class CNNEncoder(nn.Module):
@@ -50,9 +48,7 @@ class CNNEncoder(nn.Module):
         depth = _depth(depth, channels, kernel_size)
         widths = _per_layer("channels", channels, depth)
         kernels = _per_layer("kernel_size", kernel_size, depth)
-        if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
-            raise DrawkitError(f"encoder 'cnn' option pool must be a positive whole number (1: no pooling), "
-                               f"got {pool!r}")
+        check_whole_number("encoder 'cnn' option pool", pool, also=" (1: no pooling)")
         c, h, w = glimpse_shape
         layers = []
         for width, kernel in zip(widths, kernels):

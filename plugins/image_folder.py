@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageOps
 
 from drawkit import hookimpl
-from drawkit.errors import DrawkitError
+from drawkit.errors import DrawkitError, check_whole_number
 from drawkit.progress import stderr
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
@@ -91,8 +91,7 @@ class ImageFolder:
     def __init__(self, path: str = None, image_size: int = 64, grayscale: bool = False):
         if path is None:
             raise DrawkitError("image-folder needs a folder of pictures: --dataset-opt path=DIR")
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-            raise DrawkitError(f"image-folder option image_size must be a whole number of pixels, got {image_size!r}")
+        check_whole_number("image-folder option image_size (pixels)", image_size)
         self.path = Path(str(path)).expanduser().resolve()
         if not self.path.is_dir():
             what = "is not a folder" if self.path.exists() else "does not exist"

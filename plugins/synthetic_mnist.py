@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from drawkit import hookimpl
-from drawkit.errors import DataNotFound, DrawkitError
+from drawkit.errors import DataNotFound, DrawkitError, check_whole_number
 from drawkit_plugins.mnist import MNIST
 from drawkit_plugins.tensor_cache import cached
 
@@ -82,12 +82,6 @@ def cluttered(source: torch.Tensor, n: int, canvas: int, clutter: int, fragment:
     return out
 
 
-def whole_number(dataset: str, option: str, value, least: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < least:
-        raise DrawkitError(f"{dataset} option {option} must be a whole number of at least {least}, got {value!r}")
-    return value
-
-
 class SyntheticMNIST:
     """Shared by both sets: option checks, split sizes, the cache; subclasses say how one split is drawn."""
 
@@ -96,9 +90,10 @@ class SyntheticMNIST:
     default_likelihood = "bernoulli"
 
     def __init__(self, seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, canvas: int = None):
-        self.seed = whole_number(self.name, "seed", seed, 0)
-        self.size = whole_number(self.name, "size", size, 1)
-        self.canvas = whole_number(self.name, "canvas", self.default_canvas if canvas is None else canvas, DIGIT)
+        self.seed = check_whole_number(f"{self.name} option seed", seed, least=0)
+        self.size = check_whole_number(f"{self.name} option size", size, least=1)
+        self.canvas = check_whole_number(f"{self.name} option canvas",
+                                         self.default_canvas if canvas is None else canvas, least=DIGIT)
         self.image_shape = (1, self.canvas, self.canvas)
         self.source = f"generated from MNIST (seed {self.seed})"
 
@@ -145,8 +140,8 @@ class ClutteredMNIST(SyntheticMNIST):
     def __init__(self, seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, canvas: int = None,
                  clutter: int = 8, fragment: int = 8):
         super().__init__(seed, size, canvas)
-        self.clutter = whole_number(self.name, "clutter", clutter, 0)
-        self.fragment = whole_number(self.name, "fragment", fragment, 1)
+        self.clutter = check_whole_number(f"{self.name} option clutter", clutter, least=0)
+        self.fragment = check_whole_number(f"{self.name} option fragment", fragment, least=1)
         if self.fragment > 20:
             raise DrawkitError(f"{self.name} option fragment must be at most 20 (the stroke box of a digit), "
                                f"got {fragment}")

@@ -1,13 +1,17 @@
 """Presets: named `drawkit train` settings kept as data; flags given on the command line win."""
 import copy
+import dataclasses
 
 import pytest
 import typer
 
+import drawkit.presets
 from drawkit import cli
 from drawkit.checkpoint import read_checkpoint
-from drawkit.cli import app
+from drawkit.cli import PRESETTABLE, RUN_OPTIONS, TRAIN_OPTIONS, app
+from drawkit.model import DrawConfig
 from drawkit.presets import PRESETS, preset_options
+from drawkit.train import TrainConfig
 from conftest import assert_one_error_line
 
 PAPER_MNIST = {"glimpses": 64, "hidden": 256, "z_dim": 100, "read_size": 2, "write_size": 5,
@@ -33,8 +37,15 @@ def train_configs(cli_runner, configs_built, *options):
 
 
 def setting(model_config, config, name):
-    """A `drawkit train` option's value as it reached the model or training config."""
-    return getattr(model_config, name) if hasattr(model_config, name) else getattr(config, name)
+    """A `drawkit train` option's value as it reached the model or training config (through TRAIN_OPTIONS)."""
+    where = TRAIN_OPTIONS[name]
+    return getattr(model_config if where.config == "model" else config, where.field)
+
+
+def expected(name, value):
+    """What a `drawkit train` option set to ``value`` (the others unset) puts in its config field."""
+    convert = TRAIN_OPTIONS[name].convert
+    return convert({**dict.fromkeys(TRAIN_OPTIONS), name: value}) if convert else value
 
 
 def train_option_names() -> set:
@@ -84,9 +95,106 @@ def test_every_preset_key_is_a_train_option(name):
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_key_reaches_a_config(name):
+    assert set(preset_options(name)) <= set(PRESETTABLE)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_value_reaches_the_configs(name, cli_runner, configs_built):
     model_config, config = train_configs(cli_runner, configs_built, "--preset", name)
-    assert {k: setting(model_config, config, k) for k in preset_options(name)} == preset_options(name)
+    options = preset_options(name)
+    assert {k: setting(model_config, config, k) for k in options} == {k: expected(k, v) for k, v in options.items()}
+    assert config.preset == name
+
+
+def test_every_train_option_reaches_a_config_or_says_how_the_command_runs():
+    assert set(TRAIN_OPTIONS).isdisjoint(RUN_OPTIONS)
+    assert set(TRAIN_OPTIONS) | set(RUN_OPTIONS) == train_option_names()
+
+
+def test_the_option_table_fills_every_config_field_the_command_line_sets():
+    fields = {(where.config, where.field) for where in TRAIN_OPTIONS.values()}
+    assert fields == ({("model", f.name) for f in dataclasses.fields(DrawConfig)} - {("model", "image_shape")}) | (
+        {("train", f.name) for f in dataclasses.fields(TrainConfig)} - {("train", "max_bad_steps")})
+
+
+#: every option a preset may set, at a value that is no default, and where it must land
+EVERYTHING = {
+    "dataset": "image-folder", "dataset_opt": ["path=pics"], "image_size": 12, "grayscale": True,
+    "encoder": "cnn", "attention": "none", "glimpses": 3, "hidden": 16, "z_dim": 4, "read_size": 3,
+    "write_size": 4, "encoder_opt": ["channels=4"], "attention_opt": ["sharpness=2"], "likelihood": "logistic",
+    "binarize": "threshold", "batch_size": 7, "epochs": 3, "max_steps": 5, "lr": 0.02, "clip": 2.5, "seed": 7,
+    "device": "cpu", "data_dir": "data", "out": "runs/test", "log_every": 9, "val_images": 11, "keep": 2,
+    "compile": True, "compile_mode": "reduce-overhead",
+}
+LANDS = {"dataset_options": {"path": "pics", "image_size": 12, "grayscale": True},
+         "encoder_options": {"channels": 4}, "attention_options": {"sharpness": 2}}
+
+
+@pytest.fixture
+def test_preset(monkeypatch):
+    """Adds preset 'test' to PRESETS, setting the options it is given."""
+    def add(options):
+        monkeypatch.setattr(drawkit.presets, "PRESETS", {**PRESETS, "test": ("a preset for the tests", options)})
+    return add
+
+
+def test_the_test_preset_sets_every_option_a_preset_may_set():
+    assert set(EVERYTHING) == set(PRESETTABLE)
+
+
+def test_every_option_a_preset_sets_reaches_the_configs(cli_runner, configs_built, test_preset):
+    test_preset(EVERYTHING)
+    model_config, config = train_configs(cli_runner, configs_built, "--preset", "test")
+    for name, value in EVERYTHING.items():
+        field = TRAIN_OPTIONS[name].field
+        assert setting(model_config, config, name) == LANDS.get(field, value), name
+    assert config.preset == "test"
+
+
+def test_a_preset_sets_the_training_options_too(cli_runner, configs_built, test_preset):
+    test_preset({"epochs": 3, "clip": 2.5, "seed": 7, "max_steps": 5, "compile": True})
+    model_config, config = train_configs(cli_runner, configs_built, "--preset", "test")
+    assert (config.epochs, config.clip, config.seed, config.max_steps, config.compile) == (3, 2.5, 7, 5, True)
+
+
+def test_explicit_flags_override_the_presets_training_options(cli_runner, configs_built, test_preset):
+    test_preset({"epochs": 3, "clip": 2.5, "seed": 7, "max_steps": 5, "compile": True, "image_size": 12})
+    model_config, config = train_configs(cli_runner, configs_built, "--preset", "test", "--epochs", "10",
+                                         "--seed", "0", "--no-compile", "--image-size", "20")
+    assert (config.epochs, config.seed, config.compile, config.dataset_options) == (10, 0, False, {"image_size": 20})
+    assert (config.clip, config.max_steps) == (2.5, 5)
+
+
+@pytest.mark.parametrize("key", ["epochz", "progress", "resume", "distributed", "preset"])
+def test_a_preset_key_that_reaches_no_config_is_refused(cli_runner, configs_built, test_preset, key):
+    test_preset({"glimpses": 2, key: 3})
+    result = cli_runner.invoke(app, ["train", "--preset", "test"])
+    assert result.exit_code == 1 and f"preset 'test' sets {key}, which reach no config" in result.output
+    assert configs_built == []
+    with pytest.raises(ValueError, match=key):
+        cli.preset_values("test")
+
+
+def test_train_without_options_builds_the_configs_defaults(cli_runner, configs_built):
+    assert train_configs(cli_runner, configs_built) == (DrawConfig(), TrainConfig())
+
+
+def test_compile_can_be_turned_off_by_name(cli_runner, configs_built):
+    assert train_configs(cli_runner, configs_built, "--no-compile")[1].compile is False
+    configs_built.clear()
+    assert train_configs(cli_runner, configs_built, "--compile")[1].compile is True
+
+
+def test_a_failed_compile_names_the_flag_that_turns_it_off(cli_runner, monkeypatch):
+    class CompileFailed(Exception):
+        __module__ = "torch._dynamo.exc"
+
+    def fail(*args, **kwargs):
+        raise CompileFailed("no C++ compiler found")
+
+    monkeypatch.setattr(cli, "_run_training", fail)
+    assert_one_error_line(cli_runner.invoke(app, ["train", "--compile"]), "torch.compile failed", "--no-compile")
 
 
 def test_preset_options_are_a_copy_of_the_table():
@@ -110,7 +218,7 @@ def test_presets_command_lists_every_preset(cli_runner):
     assert "--read-size 2" in result.stdout and "--write-size 5" in result.stdout
 
 
-def test_preset_with_small_overrides_trains_on_binarized_mnist(mnist_available, cli_runner, tmp_path, monkeypatch):
+def test_preset_with_small_overrides_trains_on_binarized_mnist(cli_runner, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "run"
     result = cli_runner.invoke(app, ["train", "--preset", "paper-mnist", *TINY, "--out", str(out)])
