@@ -1,5 +1,14 @@
-"""Shared set-up: MNIST from the shared folder beside the project, never a download, plugin registration."""
+"""Shared set-up: generated stand-in MNIST for every run, the real files only where a test needs them.
+
+Training, evaluation and picture tests read $DRAWKIT_DATA, which points at a generated folder in
+MNIST's layout (tests/generated_mnist.py), so they run the same on every machine, data or not.
+Tests of facts about the real MNIST files ask for ``mnist_available`` and skip, saying so, where
+those files are absent ($DRAWKIT_DATA as given to pytest, else ../shared/data).
+"""
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -7,10 +16,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from generated_mnist import write_mnist_folder
 
-if not os.environ.get("DRAWKIT_DATA") and SHARED_DATA.is_dir():
-    os.environ["DRAWKIT_DATA"] = str(SHARED_DATA)
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_DATA = os.environ.get("DRAWKIT_DATA") or (str(SHARED_DATA) if SHARED_DATA.is_dir() else "")
+GENERATED_DATA = write_mnist_folder(Path(tempfile.mkdtemp(prefix="drawkit-test-data-")))
+atexit.register(shutil.rmtree, GENERATED_DATA, ignore_errors=True)
+os.environ["DRAWKIT_DATA"] = str(GENERATED_DATA)
 os.environ["DRAWKIT_OFFLINE"] = "1"
 torch.set_num_threads(1)  # tiny models: a second thread only contends for the shared cores
 
@@ -21,12 +33,11 @@ TINY_TRAIN = ("--glimpses", "3", "--hidden", "16", "--z-dim", "4", "--read-size"
 
 @pytest.fixture(scope="session")
 def mnist_available() -> Path:
-    """The data root holding MNIST/raw; skips the test when it is absent."""
-    setting = os.environ.get("DRAWKIT_DATA")
-    if not setting or not (Path(setting) / MNIST_TRAIN_IMAGES).is_file():
-        pytest.skip(f"MNIST not found: no {MNIST_TRAIN_IMAGES} under $DRAWKIT_DATA ({setting or 'unset'}); "
-                    f"set DRAWKIT_DATA to a folder holding it")
-    return Path(setting)
+    """The data root holding the real MNIST/raw, for tests of the real files; skips where they are absent."""
+    if not REAL_DATA or not (Path(REAL_DATA) / MNIST_TRAIN_IMAGES).is_file():
+        pytest.skip(f"needs the real MNIST files: no {MNIST_TRAIN_IMAGES} under $DRAWKIT_DATA or ../shared/data "
+                    f"({REAL_DATA or 'neither set'})")
+    return Path(REAL_DATA)
 
 
 def read_idx_images(path: Path, count: int = None, start: int = 0) -> np.ndarray:
@@ -41,9 +52,9 @@ def read_idx_images(path: Path, count: int = None, start: int = 0) -> np.ndarray
 
 
 @pytest.fixture(scope="session")
-def mnist_train_file(mnist_available):
-    """``read(count=None, start=0)``: images of MNIST's 60,000-image training file, read without torchvision."""
-    return lambda count=None, start=0: read_idx_images(mnist_available / MNIST_TRAIN_IMAGES, count, start)
+def mnist_train_file():
+    """``read(count=None, start=0)``: images of the (generated) 60,000-image training file, without torchvision."""
+    return lambda count=None, start=0: read_idx_images(GENERATED_DATA / MNIST_TRAIN_IMAGES, count, start)
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +109,8 @@ def registry():
 
 
 @pytest.fixture(scope="session")
-def mnist_run(mnist_available, tmp_path_factory, cli_runner, tiny_train_args) -> Path:
-    """A run folder of a tiny model trained for five steps on MNIST through `drawkit train`."""
+def mnist_run(tmp_path_factory, cli_runner, tiny_train_args) -> Path:
+    """A run folder of a tiny model trained for five steps on (generated) MNIST through `drawkit train`."""
     from drawkit.cli import app
 
     out = tmp_path_factory.mktemp("mnist-run")

@@ -101,7 +101,7 @@ def test_a_few_steps_lower_the_loss(registry):
     assert after < 0.8 * before, (before, after)
 
 
-def test_train_and_sample_through_the_cli(mnist_available, cli_runner, tiny_train_args, tmp_path):
+def test_train_and_sample_through_the_cli(cli_runner, tiny_train_args, tmp_path):
     args = list(tiny_train_args)
     at = args.index("--read-size")
     del args[at:at + 2]                                         # leave the read window to the plugin's default
@@ -117,7 +117,7 @@ def test_train_and_sample_through_the_cli(mnist_available, cli_runner, tiny_trai
     assert result.exit_code == 0, result.output
 
 
-def test_cli_refuses_a_bad_option_in_one_line(mnist_available, cli_runner, tiny_train_args, tmp_path):
+def test_cli_refuses_a_bad_option_in_one_line(cli_runner, tiny_train_args, tmp_path):
     result = cli_runner.invoke(app, ["train", "--encoder", "cnn", "--encoder-opt", "kernel_size=0", *tiny_train_args,
                                      "--out", str(tmp_path / "run")])
     assert result.exit_code == 2

@@ -189,7 +189,7 @@ def test_batch_larger_than_the_data_is_a_user_error():
 
 
 @pytest.fixture(scope="module")
-def mnist_splits(mnist_available):
+def mnist_splits():
     dataset = MNIST()
     return {split: load_split(dataset, "mnist", split) for split in ("train", "valid", "test")}
 

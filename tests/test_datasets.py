@@ -1,7 +1,8 @@
 """The dataset plugins: shapes, splits, determinism, caching, offline errors, odd picture files.
 
 Nothing here downloads: torchvision layouts are written as tiny fake files in tmp_path, and the
-sets made from MNIST use the shared MNIST ($DRAWKIT_DATA, else ../shared/data) or skip.
+sets made from MNIST are made from the generated stand-in ($DRAWKIT_DATA, set by conftest); the
+checks that need the real MNIST files (the derived binarization's checksums) skip without them.
 Every cache goes to tmp_path through $XDG_CACHE_HOME.
 """
 import hashlib
@@ -23,32 +24,28 @@ from drawkit.data import load_split
 from drawkit.errors import DataNotFound, DrawkitError
 from drawkit.registry import get_registry
 from drawkit_plugins.binarized_mnist import BinarizedMNIST, read_amat
+from drawkit_plugins.mnist import MNIST
 from drawkit_plugins.image_folder import ImageFolder, read_picture, split_of
 from drawkit_plugins.synthetic_mnist import ClutteredMNIST, MultiMNIST, cluttered, two_digits
 from drawkit_plugins.torchvision_datasets import CIFAR10, SVHN, FashionMNIST
 
 NEW = ("binarized-mnist", "fashion-mnist", "svhn", "cifar10", "multi-mnist", "cluttered-mnist", "image-folder")
 SPLITS = ("train", "valid", "test")
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: sha256 of the derived binarization (seed 1234) of the canonical MNIST files, as uint8 {0, 255} bytes
 DERIVED_SHA256 = {"train": "9648629da13f95a3", "valid": "d8ada5c824ce83eb", "test": "405465383ca0353a"}
 
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path):
-    """Never download; never touch the user's cache; MNIST from the shared folder unless $DRAWKIT_DATA says otherwise."""
+    """Never download; never touch the user's cache."""
     monkeypatch.setenv("DRAWKIT_OFFLINE", "1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    if not os.environ.get("DRAWKIT_DATA"):
-        monkeypatch.setenv("DRAWKIT_DATA", str(SHARED))
 
 
 @pytest.fixture
 def mnist_root() -> Path:
-    root = Path(os.environ["DRAWKIT_DATA"])
-    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"MNIST is not in $DRAWKIT_DATA ({root}/MNIST/raw); the sets made from it cannot be checked")
-    return root
+    """The generated stand-in MNIST (conftest), in torchvision's layout."""
+    return Path(os.environ["DRAWKIT_DATA"])
 
 
 def use_cache(monkeypatch, folder: Path) -> None:
@@ -106,8 +103,6 @@ def test_generated_sets_are_deterministic_and_cached(cls, canvas, mnist_root, tm
 
 
 def test_multi_mnist_holds_two_digits_worth_of_ink(mnist_root):
-    from drawkit_plugins.mnist import MNIST
-
     digits = MNIST().load("test", mnist_root, download=False)
     pairs = MultiMNIST(size=500).load("test", mnist_root, download=False)   # 100 images from MNIST's test digits
     ratio = ink(pairs).mean() / ink(digits).mean()
@@ -178,10 +173,18 @@ def test_derived_binarization_counts_and_fixed_values(mnist_root, tmp_path):
     assert {s: len(x) for s, x in images.items()} == {"train": 50_000, "valid": 10_000, "test": 10_000}
     for split, x in images.items():
         assert set(x.unique().tolist()) == {0, 255}               # exactly 0 and 1 once scaled
-        assert hashlib.sha256(x.numpy().tobytes()).hexdigest()[:16] == DERIVED_SHA256[split], split
-    assert 0.125 < images["train"].float().mean() / 255 < 0.137  # MNIST's mean brightness, 0.1307
+    grey = torch.cat([MNIST().load(split, mnist_root, download=False) for split in ("train", "valid")])
+    brightness = grey.float().mean() / 255                        # one Bernoulli draw per pixel keeps the mean
+    assert abs(images["train"].float().mean() / 255 - brightness) < 0.002
     again = BinarizedMNIST(source="derived").load("test", mnist_root, download=False)  # from the cache
     assert torch.equal(again, images["test"])
+
+
+def test_derived_binarization_of_the_real_files_is_the_documented_one(mnist_available, tmp_path):
+    images = {split: BinarizedMNIST().load(split, mnist_available, download=False) for split in SPLITS}
+    for split, x in images.items():
+        assert hashlib.sha256(x.numpy().tobytes()).hexdigest()[:16] == DERIVED_SHA256[split], split
+    assert 0.125 < images["train"].float().mean() / 255 < 0.137  # MNIST's mean brightness, 0.1307
 
 
 def test_binarized_mnist_offline_error_names_both_sources(tmp_path, monkeypatch):

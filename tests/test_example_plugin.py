@@ -64,7 +64,7 @@ def test_installed_example_is_listed(gru_plugin, cli_runner):
     assert "encoder" in line and "drawkit-gru-encoder 0.1.0" in line
 
 
-def test_installed_example_trains_and_samples(gru_plugin, mnist_available, cli_runner, tiny_train_args, tmp_path):
+def test_installed_example_trains_and_samples(gru_plugin, cli_runner, tiny_train_args, tmp_path):
     run = tmp_path / "run"
     result = cli_runner.invoke(app, ["train", "--encoder", "gru", *tiny_train_args, "--out", str(run)])
     assert result.exit_code == 0, result.output
