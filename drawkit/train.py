@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import torch
 
@@ -124,110 +124,189 @@ def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
     distributed.check_batch_size(config.batch_size)
     torch.manual_seed(config.seed)
     model = build_model(model_config, registry).to(device)  # a plugin may still refuse its options here
-    mode = config.binarize or getattr(dataset, "default_binarize", "none")
-    config = replace(config, binarize=mode)
-    train_images = load_split(dataset, config.dataset, "train", config.data_dir).to(device)
-    valid_x = fixed_binarization(load_split(dataset, config.dataset, "valid", config.data_dir)[:config.val_images],
-                                 mode, seed=config.seed)
-    batches = Batches(train_images, config.batch_size, config.seed)
+    config = replace(config, binarize=config.binarize or getattr(dataset, "default_binarize", "none"))
+    batches, valid_x = load_data(dataset, config, device)
     out = output_dir(config.out, "--out")  # only once the model and the data are there: no empty run folders
-    total_steps = len(batches) * config.epochs
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-
-    if config.compile:
-        model.compile_glimpses(mode=config.compile_mode)
-    optimizer = make_optimizer(model, config.lr)
-    state = RunState()
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        state = RunState(**resume["progress"])
-        set_rng_state(resume["rng"])
-    distributed.own_random_stream(config.seed, state.step)
-    ddp_model = distributed.wrap(model, device)  # trains; ``model`` is what is validated and saved
-    main = distributed.is_main()  # the one process that writes the run folder and prints
     plugins = {kind: plugin_record(registry, kind, name) for kind, name in
                (("encoder", model_config.encoder), ("attention", model_config.attention), ("dataset", config.dataset))}
-    writer = CheckpointWriter(out, config.keep)
-    metrics_file = out / "metrics.jsonl"
-    started = time.perf_counter()
+    run = Run(model, config, dataset, batches, valid_x, out, device, plugins, resume)
+    return run.run(progress)
 
-    def log(record: dict) -> dict:
-        record = {**record, "step": state.step, "epoch": state.epoch, "time_s": time.perf_counter() - started}
-        if main:
-            with metrics_file.open("a") as f:
+
+def load_data(dataset, config: TrainConfig, device: torch.device) -> tuple[Batches, torch.Tensor]:
+    """The training batches, on ``device``, and the validation images, binarized once with the run's seed."""
+    train_images = load_split(dataset, config.dataset, "train", config.data_dir).to(device)
+    valid_images = load_split(dataset, config.dataset, "valid", config.data_dir)[:config.val_images]
+    valid_x = fixed_binarization(valid_images, config.binarize, seed=config.seed)
+    return Batches(train_images, config.batch_size, config.seed), valid_x
+
+
+class Run:
+    """One training run: the model, its optimizer, where the run is (``state``) and the folder it writes.
+
+    ``model`` is what is validated and saved; ``ddp_model`` (the same model, wrapped in DDP when
+    several processes train) takes the training steps. Only the main process writes files and
+    prints, but every process goes through every step, log and validation: they hold collectives
+    that all processes must join.
+    """
+
+    def __init__(self, model, config: TrainConfig, dataset, batches: Batches, valid_x: torch.Tensor, out: Path,
+                 device: torch.device, plugins: dict, resume: Optional[dict] = None):
+        self.model, self.config, self.dataset = model, config, dataset
+        self.batches, self.valid_x = batches, valid_x
+        self.out, self.device, self.plugins = out, device, plugins
+        self.total_steps = len(batches) * config.epochs
+        if config.max_steps is not None:
+            self.total_steps = min(self.total_steps, config.max_steps)
+        if config.compile:
+            model.compile_glimpses(mode=config.compile_mode)
+        self.optimizer = make_optimizer(model, config.lr)
+        self.state = RunState()
+        if resume is not None:
+            self.restore(resume)
+        distributed.own_random_stream(config.seed, self.state.step)
+        self.ddp_model = distributed.wrap(model, device)
+        self.main = distributed.is_main()  # the one process that writes the run folder and prints
+        self.writer = CheckpointWriter(out, config.keep)
+        self.metrics_file = out / "metrics.jsonl"
+        self.started = time.perf_counter()  # for time_s and steps_per_s, with first_step
+        self.first_step = self.state.step
+        self.flags = StepFlags(device)
+        self.non_finite = NonFiniteSteps(config.max_bad_steps, out / FILENAME)
+        self.last = {}  # the newest metrics record, returned at the end
+
+    def restore(self, payload: dict) -> None:
+        """Pick up from a checkpoint: the model, the optimizer, where the run was, and the random streams."""
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state = RunState(**payload["progress"])
+        set_rng_state(payload["rng"])
+
+    def run(self, progress: bool) -> dict:
+        """Epoch by epoch until ``total_steps``, validating and saving after each; returns the summary."""
+        with training_progress(progress and self.main) as bar, stop_requests() as stop:
+            self.bar = bar  # train_epoch and log_training move it on
+            self.task = bar.add_task(f"epoch {self.state.epoch}", total=self.total_steps, completed=self.state.step,
+                                     loss="")
+            while self.state.step < self.total_steps:
+                self.bar.update(self.task, description=f"epoch {self.state.epoch}")
+                self.train_epoch(stop)
+                self.end_epoch()
+        if self.main:
+            from drawkit.curves import curves_after_training  # matplotlib is optional: a hint, not a failure
+            curves_after_training(self.out)
+        return {**self.last, "checkpoint": str(self.out / FILENAME), "steps": self.state.step,
+                "device": str(self.device), "skipped_steps": self.state.skipped_steps}
+
+    def train_epoch(self, stop) -> None:
+        """The rest of the current epoch (a resumed run starts mid-epoch), or less if the run ends first."""
+        for images in self.batches.epoch(self.state.epoch, skip=self.state.epoch_step):
+            output = self.step(images)
+            log_now = self.state.step % self.config.log_every == 0 or self.state.step == self.total_steps
+            self.count_non_finite(everything=log_now)  # a log waits for the step anyway: read every flag then
+            if log_now:
+                self.log_training(output)
+            self.bar.advance(self.task)
+            self.stop_if_requested(stop)
+            if self.state.step >= self.total_steps:
+                break
+        self.count_non_finite(everything=True)
+
+    def step(self, images: torch.Tensor):
+        """One optimizer step on this process's share of a batch; its finite flag is queued, not waited for."""
+        x = binarize(to_unit_float(distributed.shard(images)), self.config.binarize)
+        output, finite = train_step(self.ddp_model, self.optimizer, x, self.config.clip)
+        self.state.step += 1
+        self.state.epoch_step += 1
+        self.flags.push(self.state.step, finite)
+        return output
+
+    def count_non_finite(self, everything: bool) -> None:
+        """Add the skipped steps among the flags read so far (``everything``: wait for all of them)."""
+        self.state.skipped_steps += self.non_finite.count(self.flags.read(everything=everything))
+
+    def stop_if_requested(self, stop) -> None:
+        """After a stop signal on any process: save the finished step, then raise Interrupted everywhere."""
+        exit_code = distributed.agreed_stop(stop)
+        if exit_code:
+            self.count_non_finite(everything=True)
+            self.save()
+            distributed.barrier()  # torchrun stops every process once one exits: not before the save
+            raise Interrupted(self.out / FILENAME, exit_code)
+
+    def end_epoch(self) -> None:
+        """Validate, note the best bound, move on if the epoch is complete (not if max_steps cut it), save."""
+        bound = self.validate()
+        improved = bound["nll_bound"] < self.state.best_bound
+        self.state.best_bound = min(self.state.best_bound, bound["nll_bound"])
+        if self.state.epoch_step == len(self.batches):
+            self.state.epoch, self.state.epoch_step = self.state.epoch + 1, 0
+        self.save(best=improved)
+
+    def validate(self) -> dict:
+        """The bound on the validation images, logged and printed.
+
+        Every process validates on all of it, with the same model and seed: the same numbers as one
+        process, and no process idles in a collective that could time out.
+        """
+        with seeded(VALIDATION_SEED, self.device):
+            bound = variational_bound(self.model, self.valid_x, self.config.batch_size)
+        self.log({"split": "valid", **bound})
+        if self.main:
+            stderr.print(f"epoch {self.state.epoch}: validation bound {bound['nll_bound']:.2f} nats/image "
+                         f"(rec {bound['reconstruction']:.2f}, kl {bound['kl']:.2f})")
+        return bound
+
+    def log_training(self, output) -> None:
+        """Log the training loss of this step's batch (averaged over processes) and show it on the bar."""
+        record = self.log(train_metrics(output, self.state, self.first_step, self.started))
+        self.bar.update(self.task, loss=f"{record['loss']:.1f} nats/img (rec {record['reconstruction']:.1f}, "
+                                        f"kl {record['kl']:.1f})")
+
+    def log(self, record: dict) -> dict:
+        """Add the step, epoch and time to ``record``, append it to metrics.jsonl and keep it as ``last``."""
+        record = {**record, "step": self.state.step, "epoch": self.state.epoch,
+                  "time_s": time.perf_counter() - self.started}
+        if self.main:
+            with self.metrics_file.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+        self.last = record
         return record
 
-    def save(best: bool = False) -> None:
-        if main:
-            writer.save(model, plugins, state.step, best=best, optimizer=optimizer.state_dict(),
-                        progress=asdict(state), rng=rng_state(), train_config=asdict(config),
-                        dataset_source=getattr(dataset, "source", None))
+    def save(self, best: bool = False) -> None:
+        """A checkpoint with everything needed to resume exactly: optimizer, progress, random streams."""
+        if self.main:
+            self.writer.save(self.model, self.plugins, self.state.step, best=best,
+                             optimizer=self.optimizer.state_dict(), progress=asdict(self.state), rng=rng_state(),
+                             train_config=asdict(self.config), dataset_source=getattr(self.dataset, "source", None))
 
-    last = {}
-    bad_in_a_row, first_step = 0, state.step
-    flags = StepFlags(device)
 
-    def count(read_flags) -> None:
-        """Count skipped steps; stop after max_bad_steps in a row (the last good checkpoint stays)."""
-        nonlocal bad_in_a_row
-        for step, finite in read_flags:
+class NonFiniteSteps:
+    """Counts steps with a non-finite loss or gradient, and stops a run that has diverged.
+
+    train_step skips such a step, so a few are harmless; ``limit`` of them in a row means the run
+    has diverged. It stops then, pointing at the last good checkpoint (the skipped steps were
+    never saved over it).
+    """
+
+    def __init__(self, limit: int, last_good: Path):
+        self.limit, self.last_good = limit, last_good
+        self.in_a_row = 0
+
+    def count(self, flags: Iterable[tuple[int, bool]]) -> int:
+        """How many of these (step, finite) flags were non-finite; DrawkitError at ``limit`` in a row."""
+        skipped = 0
+        for step, finite in flags:
             if finite:
-                bad_in_a_row = 0
+                self.in_a_row = 0
                 continue
-            state.skipped_steps += 1
-            bad_in_a_row += 1
-            if bad_in_a_row >= config.max_bad_steps:
-                raise DrawkitError(f"training diverged: {bad_in_a_row} non-finite losses in a row at step "
-                                   f"{step}; the last good checkpoint is {out / FILENAME}; "
+            skipped += 1
+            self.in_a_row += 1
+            if self.in_a_row >= self.limit:
+                raise DrawkitError(f"training diverged: {self.in_a_row} non-finite losses in a row at step "
+                                   f"{step}; the last good checkpoint is {self.last_good}; "
                                    f"try a lower --lr or --clip")
-
-    with training_progress(progress and main) as bar, stop_requests() as stop:
-        task = bar.add_task(f"epoch {state.epoch}", total=total_steps, completed=state.step, loss="")
-        while state.step < total_steps:
-            bar.update(task, description=f"epoch {state.epoch}")
-            for images in batches.epoch(state.epoch, skip=state.epoch_step):
-                x = binarize(to_unit_float(distributed.shard(images)), mode)
-                output, finite = train_step(ddp_model, optimizer, x, config.clip)
-                state.step += 1
-                state.epoch_step += 1
-                flags.push(state.step, finite)
-                log_now = state.step % config.log_every == 0 or state.step == total_steps
-                count(flags.read(everything=log_now))
-                if log_now:
-                    last = log(train_metrics(output, state, first_step, started))
-                    bar.update(task, loss=f"{last['loss']:.1f} nats/img (rec {last['reconstruction']:.1f}, "
-                                          f"kl {last['kl']:.1f})")
-                bar.advance(task)
-                exit_code = distributed.agreed_stop(stop)
-                if exit_code:  # the step is finished: save it, then stop
-                    count(flags.read(everything=True))
-                    save()
-                    distributed.barrier()  # torchrun stops every process once one exits: not before the save
-                    raise Interrupted(out / FILENAME, exit_code)
-                if state.step >= total_steps:
-                    break
-            count(flags.read(everything=True))
-            # every rank validates on all of it, with the same model and seed: the same numbers as one
-            # process, and no rank idles in a collective that could time out
-            with seeded(VALIDATION_SEED, device):
-                bound = variational_bound(model, valid_x, config.batch_size)
-            last = log({"split": "valid", **bound})
-            if main:
-                stderr.print(f"epoch {state.epoch}: validation bound {bound['nll_bound']:.2f} nats/image "
-                             f"(rec {bound['reconstruction']:.2f}, kl {bound['kl']:.2f})")
-            improved = bound["nll_bound"] < state.best_bound
-            state.best_bound = min(state.best_bound, bound["nll_bound"])
-            if state.epoch_step == len(batches):
-                state.epoch, state.epoch_step = state.epoch + 1, 0
-            save(best=improved)
-    if main:
-        from drawkit.curves import curves_after_training  # matplotlib is optional: a hint, not a failure
-        curves_after_training(out)
-    return {**last, "checkpoint": str(out / FILENAME), "steps": state.step, "device": str(device),
-            "skipped_steps": state.skipped_steps}
+        return skipped
 
 
 def make_optimizer(model, lr: float) -> torch.optim.Adam:
@@ -246,10 +325,10 @@ def train_step(model, optimizer, x: torch.Tensor, clip: float):
     Under DDP ``model`` is the wrapper: backward averages the gradients over ranks, so every rank
     sees the same norm (a NaN on one rank reaches all) and all skip or step together.
     """
+    optimizer.zero_grad(set_to_none=True)  # before the forward: the last step's gradients are freed for it
     torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs (--compile-mode reduce-overhead): a new step
     output = model(x)
     loss = output.loss.mean()
-    optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     finite = torch.isfinite(grad_norm)  # NaN or inf in the loss shows up here too
