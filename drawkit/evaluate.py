@@ -1,16 +1,48 @@
 """``drawkit evaluate``: the bound (and importance-weighted bound) of a checkpoint on a data split."""
 from typing import Optional
 
+import torch
+from rich.markup import escape
+
 from drawkit.bound import variational_bound
 from drawkit.checkpoint import load_model
 from drawkit.data import SPLITS, fixed_binarization, load_split, trained_data_dir
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError, check_choice, check_positive
-from drawkit.progress import counting_progress
+from drawkit.progress import counting_progress, stderr
 from drawkit.registry import get_registry
 from drawkit.rng import seeded
 
 EVAL_SEED = 0  # held-out images of dynamically binarized sets are binarized once, and z drawn, from this seed
+
+
+def likelihood_misfit(likelihood: Optional[str], x: torch.Tensor) -> str:
+    """Why ``likelihood`` is no probability of the pixels ``x`` (in [0, 1]), or '' when it is one.
+
+    A Bernoulli likelihood scores only the values 0 and 1, the discretized logistic only the 256
+    levels k/255; on other pixels the bound is still a number, but it bounds no likelihood of them.
+    """
+    name = likelihood or "bernoulli"
+    if name == "bernoulli":
+        def off(rows):
+            return ((rows != 0) & (rows != 1)).count_nonzero().item()
+        scores, what = "pixels of 0 or 1", "are neither"
+        fix = "train the model with --likelihood logistic, or with --binarize sample"
+    elif name == "logistic":
+        def off(rows):
+            levels = rows * 255
+            return ((levels - levels.round()).abs().gt(1e-3) | (rows < 0) | (rows > 1)).count_nonzero().item()
+        scores, what = "the 256 levels k/255", "lie between them"
+        fix = "use it with a data set of 8-bit images"
+    else:
+        return ""
+    share = sum(off(rows) for rows in x.split(1024)) / max(x.numel(), 1)  # in slices: a big test set fits
+    if not share:
+        return ""
+    share = f"{share:.1%}" if share >= 0.001 else "under 0.1%"
+    return (f"the {name} likelihood scores only {scores}, but {share} of these pixels {what}, so the "
+            f"bound is not a bound on a negative log-likelihood of these images (nor comparable with published "
+            f"NLLs); {fix}")
 
 
 def evaluate(checkpoint, split: str = "test", importance_samples: int = 1, batch_size: int = 100,
@@ -31,11 +63,16 @@ def evaluate(checkpoint, split: str = "test", importance_samples: int = 1, batch
     images = load_split(dataset, name, split, data_dir or trained_data_dir(train_config))[:max_images]
     mode = train_config.get("binarize") or "none"
     x = fixed_binarization(images, mode, seed=EVAL_SEED)
+    misfit = likelihood_misfit(model.config.likelihood, x)
+    if misfit:  # once per evaluation, before the numbers, on stderr so that --json stays one object on stdout
+        stderr.print(f"[yellow]Warning:[/] {escape(misfit)}", highlight=False, soft_wrap=True)
     with counting_progress(f"evaluate {split}", total=len(x), enabled=progress) as advance, \
             seeded(EVAL_SEED, device):  # the same checkpoint and options give the same numbers
         result = variational_bound(model, x, batch_size, importance_samples, on_batch=advance)
     result.update(dataset=name, split=split, binarize=mode, likelihood=model.config.likelihood,
-                  step=payload.get("step"), checkpoint=str(checkpoint))
+                  step=payload.get("step"), checkpoint=str(checkpoint), likelihood_fits_data=not misfit)
+    if misfit:
+        result["warning"] = misfit
     if getattr(dataset, "source", None):
         result["dataset_source"] = dataset.source
     return result

@@ -23,7 +23,8 @@ class PluginSource:
 
 #: plugin name -> where it came from; plugins registered in code have no entry here.
 sources: dict[str, PluginSource] = {}
-#: plugin name -> one line saying why it failed to load.
+#: plugin name -> one line saying why it is broken: it failed to load or its name clashed (recorded here), or
+#: its hook raised or registered something invalid (kept up to date by drawkit.registry.get_registry).
 broken: dict[str, str] = {}
 _loaded = False
 

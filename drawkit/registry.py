@@ -1,10 +1,11 @@
 """Collect what plugins register, remembering which plugin supplied each name."""
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
 from drawkit.errors import DrawkitError
-from drawkit.plugins import broken, load_plugins, pm, source_of
+from drawkit.plugins import broken, load_plugins, pm, source_of, sources
 
 #: kind -> the hook that registers it
 HOOKS = {"encoder": "register_encoders", "attention": "register_attention", "dataset": "register_datasets"}
@@ -46,6 +47,9 @@ class Registry:
     entries: dict[str, dict[str, Registration]] = field(default_factory=lambda: {k: {} for k in HOOKS})
     #: warnings to show the user: duplicates, plugins that failed to load or to register
     problems: list[str] = field(default_factory=list)
+    #: plugin name -> why it is broken: its hook raised, or it registered something invalid
+    #: (its valid registrations are kept); `drawkit plugins` lists these as `broken` rows
+    broken: dict[str, str] = field(default_factory=dict)
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
@@ -60,15 +64,40 @@ class Registry:
     def all(self) -> list[Registration]:
         return [reg for kind in HOOKS for reg in sorted(self.entries[kind].values(), key=lambda r: r.name)]
 
+    def mark_broken(self, plugin: str, why: str) -> None:
+        """Warn about a plugin and list it as broken; a plugin with several faults gets them all on one row."""
+        line = f"{_who(plugin)} {why}"
+        self.problems.append(line)
+        self.broken[plugin] = f"{self.broken[plugin]}; {why}" if plugin in self.broken else line
+
+
+def _who(plugin: str) -> str:
+    """"plugin 'x' (package p)", as the load failures name a plugin."""
+    where = f"package {sources[plugin].package}" if plugin in sources else "registered in code"
+    return f"plugin '{plugin}' ({where})"
+
+
+def _invalid(kind: str, name, factory, description, defaults) -> str:
+    """Why a registration cannot be used, or '' when it can."""
+    if not isinstance(name, str) or not name.strip():
+        return f"gave {kind} name {name!r}, which is not a non-empty string"
+    if not callable(factory):
+        return f"registered {kind} '{name}' with a factory that is not callable ({factory!r})"
+    if not isinstance(description, str):
+        return f"registered {kind} '{name}' with a description that is not a string ({description!r})"
+    if defaults is not None and not (isinstance(defaults, Mapping) and all(isinstance(k, str) for k in defaults)):
+        return f"registered {kind} '{name}' with defaults that are not a dict of option names ({defaults!r})"
+    return ""
+
 
 def _make_register(registry: Registry, kind: str, plugin: str):
     source = source_of(plugin)
 
     def register(name: str, factory: Callable, description: str = "", defaults: dict = None) -> None:
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"{kind} name must be a non-empty string, got {name!r}")
-        if not callable(factory):
-            raise TypeError(f"{kind} '{name}' factory must be callable, got {factory!r}")
+        why = _invalid(kind, name, factory, description, defaults)
+        if why:  # skipped, not raised: the plugin's other registrations still count
+            registry.mark_broken(plugin, f"{why}, skipped")
+            return
         taken = registry.entries[kind].get(name)
         if taken is not None:
             registry.problems.append(
@@ -81,9 +110,20 @@ def _make_register(registry: Registry, kind: str, plugin: str):
     return register
 
 
+#: keys of drawkit.plugins.broken that the last get_registry() added (plugins whose hooks failed)
+_marked: set[str] = set()
+
+
 def get_registry() -> Registry:
-    """Ask every plugin for its registrations; a plugin whose hook raises is reported and skipped."""
+    """Ask every plugin for its registrations; a plugin whose hook raises is reported, listed as broken, skipped.
+
+    Besides the entry points that failed to load, ``drawkit.plugins.broken`` then holds this
+    registry's broken plugins, so it always describes the plugins as they are now.
+    """
     load_plugins()
+    for plugin in _marked:  # from an earlier call: the plugin may since have been fixed or removed
+        broken.pop(plugin, None)
+    _marked.clear()
     registry = Registry(problems=list(broken.values()))
     for kind, hook_name in HOOKS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
@@ -91,6 +131,9 @@ def get_registry() -> Registry:
             try:
                 impl.function(**({"register": register} if impl.argnames else {}))
             except Exception as exc:  # a broken plugin must not take drawkit down
-                registry.problems.append(f"plugin '{impl.plugin_name}' failed in {hook_name}: "
-                                         f"{type(exc).__name__}: {exc}")
+                registry.mark_broken(impl.plugin_name, f"failed in {hook_name}: {type(exc).__name__}: {exc}")
+    for plugin, why in registry.broken.items():
+        if plugin not in broken:  # never hide an entry point's own load failure
+            broken[plugin] = why
+            _marked.add(plugin)
     return registry

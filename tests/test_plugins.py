@@ -170,6 +170,68 @@ def test_registering_something_not_callable_is_reported_with_the_plugin(register
     assert any("not_callable" in p and "callable" in p for p in registry.problems)
 
 
+class HalfValid:
+    """Bad registrations between good ones: the good ones must still count."""
+
+    @drawkit.hookimpl
+    def register_datasets(self, register):
+        register("broken-data", 42)
+        register("toy-noise", RandomImages)
+
+    @drawkit.hookimpl
+    def register_encoders(self, register):
+        register("", GRUEncoder)
+        register("toy-gru-half", GRUEncoder)
+
+
+def broken_rows(cli_runner):
+    """`drawkit plugins`, wide enough that no row wraps: the lines of its `broken` rows, and all of stdout."""
+    result = cli_runner.invoke(app, ["plugins"], env={"COLUMNS": "1000"})
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.split("│")[1:2] and
+            line.split("│")[1].strip() == "broken"]
+    return rows, result.stdout
+
+
+def test_plugins_command_lists_a_plugin_whose_hook_raises_as_broken(register_plugin, cli_runner):
+    register_plugin(ExplodingAttention(), name="exploding")
+    register_plugin(WithDefaults(), name="with_defaults")
+    rows, output = broken_rows(cli_runner)
+    assert len(rows) == 1, output
+    assert "exploding" in rows[0] and "register_attention" in rows[0] and "boom in the attention hook" in rows[0]
+    assert "toy-gru" in output and "toy-gru-wide" in output and "filterbank" in output  # its other hook, the rest
+    registry = get_registry()
+    assert registry.broken.keys() == {"exploding"} and registry.get("encoder", "toy-gru").plugin == "exploding"
+    assert registry.get("attention", "toy-filterbank").plugin == "with_defaults"
+
+
+def test_plugins_command_lists_invalid_registrations_as_broken_and_keeps_the_valid_ones(register_plugin, cli_runner):
+    register_plugin(HalfValid(), name="half_valid")
+    register_plugin(NotCallable(), name="not_callable")
+    rows, output = broken_rows(cli_runner)
+    assert len(rows) == 2, output
+    half = next(row for row in rows if "half_valid" in row)
+    assert "'broken-data'" in half and "not callable" in half and "42" in half  # both faults, one row
+    assert "encoder name '', which is not a non-empty string" in half
+    assert any("not_callable" in row and "'broken-data'" in row and "not callable" in row for row in rows)
+    registry = get_registry()
+    assert "broken-data" not in registry.names("dataset") and "" not in registry.names("encoder")
+    assert registry.get("dataset", "toy-noise").plugin == "half_valid"
+    assert registry.get("encoder", "toy-gru-half").plugin == "half_valid"
+    assert "toy-noise" in output and "toy-gru-half" in output and "lstm" in output
+
+
+def test_a_broken_row_goes_when_the_plugin_does(cli_runner):
+    plugins.load_plugins()
+    plugins.pm.register(ExplodingAttention(), name="exploding")
+    try:
+        assert "exploding" in get_registry().broken and "exploding" in plugins.broken
+    finally:
+        plugins.pm.unregister(name="exploding")
+    assert "exploding" not in get_registry().broken and "exploding" not in plugins.broken
+    assert broken_rows(cli_runner)[0] == []
+
+
 class FailingEntryPoint:
     name = "half_installed"
     dist = SimpleNamespace(name="drawkit-half-installed", version="0.0.1")
