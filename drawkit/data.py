@@ -4,6 +4,10 @@ A dataset plugin's factory returns an object with ``image_shape`` (C, H, W) and
 ``load(split, root, download) -> uint8 or [0, 1] float tensor (N, C, H, W)``; the
 split is one of SPLITS. Whole splits live in memory (on the GPU when training there),
 so batches cost an index, not a DataLoader round trip.
+
+A labelled dataset also has ``num_classes`` and ``load_labels(split, root, download) -> long (N,)``,
+one label per image of ``load`` in the same order; one without labels may say why in
+``no_labels_reason``. ``num_classes`` and ``load_labels`` below check what a plugin returns.
 """
 import os
 from dataclasses import dataclass
@@ -12,7 +16,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from drawkit.errors import DataNotFound, DrawkitError
+from drawkit.errors import DataNotFound, DrawkitError, is_whole_number
 
 SPLITS = ("train", "valid", "test")
 BINARIZE_MODES = ("sample", "threshold", "none")
@@ -70,6 +74,74 @@ def load_split(dataset, name: str, split: str, data_dir: Optional[str] = None) -
         raise DrawkitError(f"dataset '{name}' returned images of shape {tuple(images.shape)}, "
                            f"expected (N, {', '.join(map(str, dataset.image_shape))})")
     return images
+
+
+#: what a user asked for a classifier is told to choose instead of a dataset without labels
+LABELLED_DATASETS = ("mnist, fashion-mnist, svhn, cifar10, cluttered-mnist, binarized-mnist (derived), "
+                     "or image-folder with one sub-folder per class")
+
+
+def num_classes(dataset, name: str) -> int:
+    """How many classes a dataset's labels have; one line saying what to do when it has no labels."""
+    classes = getattr(dataset, "num_classes", None)
+    reader = getattr(dataset, "load_labels", None)
+    if classes is None:
+        reason = getattr(dataset, "no_labels_reason", None)
+        why = f" ({reason})" if isinstance(reason, str) and reason else ""
+        raise DrawkitError(f"dataset '{name}' has no labels{why}, so --task classify cannot use it; "
+                           f"choose a labelled data set ({LABELLED_DATASETS})")
+    if not callable(reader):
+        raise DrawkitError(f"dataset '{name}' has num_classes but no load_labels(split, root, download) method; "
+                           f"its plugin must provide both, or neither")
+    if not is_whole_number(classes, least=2):
+        raise DrawkitError(f"dataset '{name}' gave num_classes={classes!r}; its plugin must give a whole number "
+                           f"of at least 2")
+    return classes
+
+
+def load_labels(dataset, name: str, split: str, data_dir: Optional[str] = None,
+                count: Optional[int] = None) -> torch.Tensor:
+    """The class of each image of ``load_split(dataset, name, split, data_dir)``, in its order: long (N,).
+
+    The labels must be as many as the images: pass ``count=len(images)`` (the whole split, before
+    any cut) when the images are already loaded; without it the split is loaded to count them.
+    Use ``load_labelled_split`` to get both at once.
+    """
+    classes = num_classes(dataset, name)
+    root = resolve_data_root(data_dir)
+    try:
+        labels = dataset.load_labels(split, root.path, download=downloads_allowed())
+    except DataNotFound as exc:
+        raise DataNotFound(f"dataset '{name}': labels {exc} (data root {root.path}, from {root.source}); pass "
+                           f"--data-dir DIR or set {ENV_DATA}=DIR to a folder holding it") from None
+    if not isinstance(labels, torch.Tensor):
+        raise DrawkitError(f"dataset '{name}' returned {split} labels as {type(labels).__name__}; its plugin's "
+                           f"load_labels must return a torch.long tensor (N,)")
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise DrawkitError(f"dataset '{name}' returned {split} labels of dtype {labels.dtype}; its plugin's "
+                           f"load_labels must return whole numbers (torch.long)")
+    if labels.ndim != 1:
+        raise DrawkitError(f"dataset '{name}' returned {split} labels of shape {tuple(labels.shape)}; its "
+                           f"plugin's load_labels must return one label per image, shape (N,)")
+    if count is None:
+        count = len(load_split(dataset, name, split, data_dir))
+    if len(labels) != count:
+        raise DrawkitError(f"dataset '{name}' returned {len(labels)} {split} labels for {count} images; its "
+                           f"plugin's load_labels must give one label per image, in the order of load")
+    labels = labels.long()
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        bad = labels[(labels < 0) | (labels >= classes)][0].item()
+        raise DrawkitError(f"dataset '{name}' returned a {split} label {bad} outside 0..{classes - 1} "
+                           f"(num_classes={classes}); its plugin's labels and num_classes disagree")
+    return labels
+
+
+def load_labelled_split(dataset, name: str, split: str,
+                        data_dir: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (N, C, H, W), labels long (N,)) of one split; refuses a dataset without labels before loading."""
+    num_classes(dataset, name)
+    images = load_split(dataset, name, split, data_dir)
+    return images, load_labels(dataset, name, split, data_dir, count=len(images))
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
