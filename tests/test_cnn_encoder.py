@@ -1,4 +1,8 @@
 """The DCRW encoder: a CNN over each glimpse, assembled into DRAW through build_model like any encoder."""
+import json
+
+import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -69,13 +73,13 @@ def test_unknown_option_lists_the_accepted_ones(registry):
 
 
 @pytest.mark.parametrize("options, fragment", [
-    ({"channels": 0}, "channels"),
-    ({"channels": [4, 8], "depth": 3}, "list of 3"),
-    ({"channels": [4, 8], "kernel_size": [3, 3, 3]}, "list of 2"),
-    ({"kernel_size": "big"}, "kernel_size"),
-    ({"kernel_size": 2.5}, "kernel_size"),
-    ({"depth": 0}, "depth"),
-    ({"pool": True}, "pool"),
+    ({"channels": 0}, r"option channels must be a whole number .*, got 0$"),
+    ({"channels": [4, 8], "depth": 3}, r"option channels must .* list of 3 .*, got \[4, 8\]$"),
+    ({"channels": [4, 8], "kernel_size": [3, 3, 3]}, r"option kernel_size must .* list of 2 .*, got \[3, 3, 3\]$"),
+    ({"kernel_size": "big"}, r"option kernel_size must be a whole number .*, got 'big'$"),
+    ({"kernel_size": 2.5}, r"option kernel_size must be a whole number .*, got 2.5$"),
+    ({"depth": 0}, r"option depth must be a whole number of at least 1, got 0$"),
+    ({"pool": True}, r"option pool must be a whole number .*, got True$"),
 ])
 def test_bad_option_values_are_user_errors(registry, options, fragment):
     with pytest.raises(DrawkitError, match=fragment):
@@ -113,8 +117,26 @@ def test_train_and_sample_through_the_cli(cli_runner, tiny_train_args, tmp_path)
     assert payload["model_config"]["read_size"] == 12 and payload["model_config"]["encoder_options"] == {"channels": 4}
     record = payload["plugins"]["encoder"]
     assert (record["name"], record["plugin"], record["package"]) == ("cnn", "cnn", "drawkit")
+    config = payload["model_config"]
+    assert (config["encoder"], config["glimpses"], config["hidden"], config["z_dim"]) == ("cnn", 3, 16, 4)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["step"]) for r in records] == [("train", s) for s in range(1, 6)] + [("valid", 5)]
+    assert records[-1]["n_images"] == 64 and all(np.isfinite(r.get("loss", r.get("nll_bound"))) for r in records)
     result = cli_runner.invoke(app, ["sample", "--checkpoint", str(run), "--n", "4", "--out", str(tmp_path / "s.png")])
     assert result.exit_code == 0, result.output
+    assert_sample_grid(iio.imread(tmp_path / "s.png"), n_side=2, scale=2)
+
+
+def assert_sample_grid(png: np.ndarray, n_side: int, scale: int, side: int = 28, padding: int = 2) -> None:
+    """n_side x n_side grey images of side pixels, padding round each, all upscaled: sizes and non-blank images."""
+    cell = side + padding
+    assert png.shape == (scale * (padding + n_side * cell), scale * (padding + n_side * cell), 3)
+    for r in range(n_side):
+        for c in range(n_side):
+            top, left = scale * (padding + r * cell), scale * (padding + c * cell)
+            image = png[top:top + scale * side, left:left + scale * side]
+            assert (png[top - scale * padding:top, left:left + scale * side] == 128).all()  # grey padding
+            assert image.std() > 0, (r, c)                  # not one flat value
 
 
 def test_cli_refuses_a_bad_option_in_one_line(cli_runner, tiny_train_args, tmp_path):
@@ -122,5 +144,7 @@ def test_cli_refuses_a_bad_option_in_one_line(cli_runner, tiny_train_args, tmp_p
                                      "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "kernel_size" in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    assert "encoder 'cnn' option kernel_size must be a whole number of at least 1" in lines[0], lines[0]
+    assert lines[0].endswith("got 0"), lines[0]
     assert not (tmp_path / "run").exists()  # refused before any run folder is made

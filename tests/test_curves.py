@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -11,6 +12,19 @@ from drawkit.cli import app
 from drawkit.curves import curves_after_training, plot_curves, read_metrics
 
 runner = CliRunner()
+SIZE = (432, 720)                       # the figure: 6 x 3.6 inches at 120 dpi
+TRAIN_BLUE, VALID_ORANGE = (0x00, 0x72, 0xB2), (0xD5, 0x5E, 0x00)
+
+
+def has_colour(picture: np.ndarray, colour) -> bool:
+    return bool((picture[..., :3] == colour).all(axis=-1).any())
+
+
+def assert_curves(picture: np.ndarray) -> None:
+    """The figure's size, both curves' colours, and more than a blank page."""
+    assert picture.shape[:2] == SIZE
+    assert has_colour(picture, TRAIN_BLUE) and has_colour(picture, VALID_ORANGE)
+    assert len(np.unique(picture[..., :3].reshape(-1, 3), axis=0)) > 10
 
 
 def write_metrics(run: Path, runs: int = 1) -> Path:
@@ -36,14 +50,16 @@ def test_plot_writes_curves_png(tmp_path):
     run = write_metrics(tmp_path / "run")
     result = runner.invoke(app, ["plot", "--run", str(run)])
     assert result.exit_code == 0, result.output
-    picture = iio.imread(run / "curves.png")
-    assert picture.ndim == 3 and picture.shape[1] > 300
+    assert result.stdout.strip() == f"wrote {run / 'curves.png'}"
+    assert_curves(iio.imread(run / "curves.png"))
 
 
 def test_plot_to_another_file(tmp_path):
     pytest.importorskip("matplotlib")
     out = plot_curves(write_metrics(tmp_path / "run"), out=str(tmp_path / "pics" / "c.png"))
-    assert out.is_file()
+    assert out == tmp_path / "pics" / "c.png"
+    assert_curves(iio.imread(out))
+    assert not (tmp_path / "run" / "curves.png").exists()     # only where it was asked for
 
 
 def test_only_the_latest_run_is_read(tmp_path):
@@ -66,17 +82,22 @@ def test_training_skips_the_picture_with_a_hint(tmp_path, no_matplotlib, capsys)
     assert "drawkit[plot]" in err and len(err.strip().splitlines()) == 1
 
 
-def test_train_without_matplotlib_still_finishes(tmp_path, no_matplotlib, mnist_available):
+def test_train_without_matplotlib_still_finishes(tmp_path, no_matplotlib):
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", "--glimpses", "2", "--hidden", "8", "--z-dim", "2", "--max-steps", "1",
                                  "--batch-size", "8", "--val-images", "8", "--no-progress", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "drawkit[plot]" in result.stderr
     assert (out / "checkpoint.pt").is_file() and not (out / "curves.png").exists()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["step"]) for r in records] == [("train", 1), ("valid", 1)]
+    assert records[1]["n_images"] == 8 and records[0]["loss"] > 0
 
 
-@pytest.mark.parametrize("setup", ["missing_run", "no_metrics", "bad_json"])
-def test_plot_errors_are_one_line(tmp_path, setup):
+@pytest.mark.parametrize("setup, expect", [("missing_run", "--run {run} is not a folder"),
+                                           ("no_metrics", "{run}/metrics.jsonl not found"),
+                                           ("bad_json", "{run}/metrics.jsonl line 1 is not JSON")])
+def test_plot_errors_are_one_line(tmp_path, setup, expect):
     run = tmp_path / "run"
     if setup != "missing_run":
         run.mkdir()
@@ -86,3 +107,4 @@ def test_plot_errors_are_one_line(tmp_path, setup):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    assert expect.format(run=run) in lines[0], (expect, lines[0])

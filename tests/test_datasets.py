@@ -6,6 +6,7 @@ checks that need the real MNIST files (the derived binarization's checksums) ski
 Every cache goes to tmp_path through $XDG_CACHE_HOME.
 """
 import hashlib
+import json
 import os
 import pickle
 import struct
@@ -13,12 +14,14 @@ import sys
 import types
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from drawkit.checkpoint import read_checkpoint
 from drawkit.cli import app
 from drawkit.data import load_split
 from drawkit.errors import DataNotFound, DrawkitError
@@ -117,11 +120,11 @@ def test_cluttered_mnist_has_clutter(mnist_root):
 
 
 def test_generated_set_options_are_checked():
-    with pytest.raises(DrawkitError, match="size"):
+    with pytest.raises(DrawkitError, match="multi-mnist option size must be a whole number of at least 1, got 0"):
         MultiMNIST(size=0)
-    with pytest.raises(DrawkitError, match="canvas"):
+    with pytest.raises(DrawkitError, match="multi-mnist option canvas must be .* at least 28, got 20"):
         MultiMNIST(canvas=20)
-    with pytest.raises(DrawkitError, match="fragment"):
+    with pytest.raises(DrawkitError, match=r"cluttered-mnist option fragment must be at most 20 .*got 30"):
         ClutteredMNIST(fragment=30)
     with pytest.raises(DrawkitError, match="its options: seed, size, canvas"):
         get_registry().get("dataset", "multi-mnist").create({"n_train": 5})
@@ -197,7 +200,7 @@ def test_binarized_mnist_offline_error_names_both_sources(tmp_path, monkeypatch)
     assert str(tmp_path) in message
     with pytest.raises(DataNotFound, match="downloads are off"):
         BinarizedMNIST(source="larochelle-murray").load("test", tmp_path, download=False)
-    with pytest.raises(DrawkitError, match="source"):
+    with pytest.raises(DrawkitError, match="option source='dynamic' is not one of: auto, larochelle-murray, derived"):
         BinarizedMNIST(source="dynamic")
 
 
@@ -402,7 +405,23 @@ def test_colour_folder_trains_a_few_steps(tmp_path):
         "--glimpses", "2", "--hidden", "8", "--z-dim", "2", "--max-steps", "2", "--batch-size", "4",
         "--no-progress", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    payload = read_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    config, train_config = payload["model_config"], payload["train_config"]
+    assert config["image_shape"] == [3, 12, 12] and config["glimpses"] == 2     # colour, image_size=12
+    assert config["likelihood"] == "logistic" and train_config["binarize"] == "none"   # 8-bit pictures
+    assert train_config["dataset"] == "image-folder" and payload["plugins"]["dataset"]["name"] == "image-folder"
+    splits = split_of([f"{i}.png" for i in range(12)])
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["step"]) for r in records] == [("train", 2), ("valid", 2)]
+    assert records[1]["n_images"] == len(splits["valid"]) and np.isfinite(records[1]["nll_bound"])
+    result = CliRunner().invoke(app, ["sample", "--checkpoint", str(tmp_path / "run"), "--n", "4", "--scale", "1",
+                                      "--out", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    png = iio.imread(tmp_path / "s.png")
+    assert png.shape == (2 + 2 * (12 + 2), 2 + 2 * (12 + 2), 3)                 # 4 images of 12 x 12, 2 a row
+    for r, c in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        image = png[2 + 14 * r:14 + 14 * r, 2 + 14 * c:14 + 14 * c]
+        assert image.std() > 0 and not (image[..., 0] == image[..., 1]).all()  # drawn, and in colour
 
 
 # --- registration --------------------------------------------------------------------------------------
@@ -412,5 +431,7 @@ def test_every_new_dataset_is_listed():
     assert set(NEW) <= set(get_registry().names("dataset"))
     result = CliRunner().invoke(app, ["plugins"])
     assert result.exit_code == 0, result.output
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.stdout.splitlines() if "│" in line]
+    listed = {row[1]: row for row in rows if row[0]}
     for name in NEW:
-        assert name in result.stdout
+        assert listed[name][0] == "dataset" and listed[name][2].startswith("drawkit"), listed.get(name)

@@ -1,12 +1,15 @@
 """The outside package in examples/ plugs in through its entry point alone: declared, installed, found, trained."""
 import importlib.metadata
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
 
 from drawkit import plugins
@@ -68,7 +71,21 @@ def test_installed_example_trains_and_samples(gru_plugin, cli_runner, tiny_train
     run = tmp_path / "run"
     result = cli_runner.invoke(app, ["train", "--encoder", "gru", *tiny_train_args, "--out", str(run)])
     assert result.exit_code == 0, result.output
-    record = read_checkpoint(run / "checkpoint.pt")["plugins"]["encoder"]
+    payload = read_checkpoint(run / "checkpoint.pt")
+    record = payload["plugins"]["encoder"]
     assert record == {"name": "gru", "plugin": "gru", "package": "drawkit-gru-encoder", "version": "0.1.0"}
-    result = cli_runner.invoke(app, ["sample", "--checkpoint", str(run), "--n", "4", "--out", str(tmp_path / "s.png")])
+    config = payload["model_config"]
+    assert (config["encoder"], config["glimpses"], config["hidden"], config["z_dim"]) == ("gru", 3, 16, 4)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["step"]) for r in records] == [("train", s) for s in range(1, 6)] + [("valid", 5)]
+    assert records[-1]["n_images"] == 64 and np.isfinite(records[-1]["nll_bound"])
+    result = cli_runner.invoke(app, ["sample", "--checkpoint", str(run), "--n", "9", "--scale", "1",
+                                     "--out", str(tmp_path / "s.png")])
     assert result.exit_code == 0, result.output
+    png = iio.imread(tmp_path / "s.png")
+    assert png.shape == (2 + 3 * (28 + 2), 2 + 3 * (28 + 2), 3)   # 9 images of 28 x 28, 3 a row, 2 pixels apart
+    for i in range(9):
+        r, c = divmod(i, 3)
+        image = png[2 + 30 * r:30 + 30 * r, 2 + 30 * c:30 + 30 * c]
+        assert image.std() > 0, i                                   # drawn, not a blank square
+        assert (png[30 * r:2 + 30 * r, 2 + 30 * c:30 + 30 * c] == 128).all()   # grey padding above it
