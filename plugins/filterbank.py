@@ -87,6 +87,7 @@ class FilterbankAttention(nn.Module):
         self.write_params = nn.Linear(hidden_size, 5)
         self.write_content = nn.Linear(hidden_size, self.channels * write_size * write_size)
         self.glimpse_shape = (2 * self.channels, read_size, read_size)  # x and x_hat, stacked
+        self.image_glimpse_shape = (self.channels, read_size, read_size)  # x alone (read_image)
         for linear, size in ((self.read_params, read_size), (self.write_params, write_size)):
             self._start_blurred(linear, size)
 
@@ -110,6 +111,12 @@ class FilterbankAttention(nn.Module):
         w = self.window(h_dec, "read")
         fx, fy = filterbank(w, self.width, self.height)
         return read_patch(torch.cat([x, x_hat], dim=1), fx, fy, w.gamma)          # (B, 2C, N, N)
+
+    def read_image(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The read of the image alone, for a classifier (no canvas, so no error image)."""
+        w = self.window(h, "read")
+        fx, fy = filterbank(w, self.width, self.height)
+        return read_patch(x, fx, fy, w.gamma)                                       # (B, C, N, N)
 
     def write(self, h_dec: torch.Tensor) -> torch.Tensor:
         w = self.window(h_dec, "write")
