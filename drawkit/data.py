@@ -163,23 +163,32 @@ def binarize(x: torch.Tensor, mode: str, generator: Optional[torch.Generator] = 
 
 
 class Batches:
-    """Shuffled mini-batches of an in-memory tensor; the order depends only on (seed, epoch)."""
+    """Shuffled mini-batches of an in-memory tensor; the order depends only on (seed, epoch).
 
-    def __init__(self, images: torch.Tensor, batch_size: int, seed: int = 0):
+    With ``labels`` (N,) each batch is (images, labels) of the same images, in the same order.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int = 0, labels: Optional[torch.Tensor] = None):
         if len(images) < batch_size:
             raise DrawkitError(f"batch size {batch_size} is larger than the {len(images)} training images; "
                                f"use a smaller --batch-size")
-        self.images, self.batch_size, self.seed = images, batch_size, seed
+        if labels is not None and len(labels) != len(images):
+            raise ValueError(f"{len(labels)} labels for {len(images)} images")
+        self.images, self.batch_size, self.seed, self.labels = images, batch_size, seed, labels
 
     def __len__(self) -> int:
         return len(self.images) // self.batch_size  # the last partial batch is dropped
 
-    def epoch(self, epoch: int, skip: int = 0) -> Iterator[torch.Tensor]:
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator:
         """The batches of ``epoch`` after the first ``skip`` (a resumed run picks up mid-epoch)."""
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(len(self.images), generator=g).to(self.images.device)
         for i in range(skip, len(self)):
-            yield self.images[order[i * self.batch_size:(i + 1) * self.batch_size]]
+            chosen = order[i * self.batch_size:(i + 1) * self.batch_size]
+            if self.labels is None:
+                yield self.images[chosen]
+            else:
+                yield self.images[chosen], self.labels[chosen.to(self.labels.device)]
 
 
 def fixed_binarization(images: torch.Tensor, mode: str, seed: int = 0) -> torch.Tensor:
