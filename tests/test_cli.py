@@ -1,5 +1,7 @@
 """The drawkit command through Typer's CliRunner: what it writes, and one clean line for every user error."""
 import json
+import os
+from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
@@ -11,7 +13,10 @@ from drawkit.cli import app
 from drawkit.errors import DrawkitError
 from drawkit.model import Draw
 from drawkit.registry import get_registry
-from conftest import assert_one_error_line
+from bound_reference import record_passes
+from conftest import assert_one_error_line, read_idx_images
+
+MNIST_TRAIN_IMAGES = Path(os.environ["DRAWKIT_DATA"]) / "MNIST" / "raw" / "train-images-idx3-ubyte"
 
 
 def temp_files(folder):
@@ -28,14 +33,35 @@ def test_train_writes_a_loadable_checkpoint(mnist_run):
     assert payload["plugins"]["attention"]["name"] == "filterbank"
 
 
-def test_train_appends_train_and_valid_metrics(mnist_run):
-    records = [json.loads(line) for line in (mnist_run / "metrics.jsonl").read_text().splitlines()]
+def test_train_metrics_are_the_bounds_of_the_batches_trained_and_validated_on(cli_runner, tiny_train_args, tmp_path):
+    """Each number in metrics.jsonl is recomputed from what the network computed in that step or that validation
+    (tests/bound_reference.py): BCE written with log-sigmoids, the KL from torch.distributions."""
+    with record_passes() as passes:
+        result = cli_runner.invoke(app, ["train", *tiny_train_args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["split"] == "train"]
     valid = [r for r in records if r["split"] == "valid"]
     assert [r["step"] for r in train] == [1, 2, 3, 4, 5]
-    assert all(r["loss"] == pytest.approx(r["reconstruction"] + r["kl"]) for r in train)
+    steps = [p for p in passes if p.training]
+    assert len(steps) == 5
+    for record, step in zip(train, steps):
+        assert record["reconstruction"] == pytest.approx(step.reconstruction().mean().item(), rel=1e-5)
+        assert record["kl"] == pytest.approx(step.kl().sum(1).mean().item(), rel=1e-5, abs=1e-6)
+        assert record["loss"] == pytest.approx(step.bound().mean().item(), rel=1e-5)
+
     assert len(valid) == 1 and valid[0]["n_images"] == 64
-    assert 0 < valid[0]["nll_bound"] < 784 * 2
+    validation = [p for p in passes if not p.training]
+    images = torch.cat([p.x for p in validation])
+    grey = torch.from_numpy(read_idx_images(MNIST_TRAIN_IMAGES, 64, start=50_000).copy())  # valid: the last 10,000
+    assert images.shape == (64, 1, 28, 28) and ((images == 0) | (images == 1)).all()
+    assert (images[grey[:, None] == 0] == 0).all() and (images[grey[:, None] == 255] == 1).all()
+    bound = torch.cat([p.bound() for p in validation])
+    assert valid[0]["nll_bound"] == pytest.approx(bound.mean().item(), rel=1e-5)
+    reconstruction = torch.cat([p.reconstruction() for p in validation]).mean().item()
+    assert valid[0]["reconstruction"] == pytest.approx(reconstruction, rel=1e-5)
+    kl = torch.cat([p.kl().sum(1) for p in validation]).mean().item()
+    assert valid[0]["kl"] == pytest.approx(kl, rel=1e-5, abs=1e-6)
 
 
 def test_train_leaves_no_temporary_files(mnist_run):
@@ -113,7 +139,7 @@ def test_train_user_errors_are_one_line(cli_runner, tiny, args, fragments):
     assert_one_error_line(cli_runner.invoke(app, tiny(*args)), *fragments)
 
 
-def test_train_unknown_encoder_option(mnist_available, cli_runner, tiny):
+def test_train_unknown_encoder_option(cli_runner, tiny):
     assert_one_error_line(cli_runner.invoke(app, tiny("--encoder-opt", "depth=2")), "depth", "lstm")
 
 

@@ -2,19 +2,23 @@
 `drawkit evaluate`."""
 import json
 import math
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
-from torch.distributions import Normal
+from torch.distributions import Normal, kl_divergence
 
 from drawkit.bound import importance_weighted_nll, variational_bound
 from drawkit.cli import app
 from drawkit.model import DrawConfig, build_model
 from drawkit.registry import get_registry
-from conftest import assert_one_error_line
+from bound_reference import importance_weighted_nll as reference_iw_nll, record_passes
+from conftest import assert_one_error_line, read_idx_images
 
+MNIST_TEST_IMAGES = Path(os.environ["DRAWKIT_DATA"]) / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
 KEYS = {"nll_bound", "reconstruction", "kl", "iw_nll", "bits_per_dim", "n_images", "dataset", "split"}
 
 
@@ -155,6 +159,80 @@ def test_iw_bound_does_not_depend_on_how_the_samples_are_chunked(trained):
     assert abs(difference) < 4 * standard_error, (difference, standard_error)
 
 
+class LinearGaussian(nn.Module):
+    """A latent-variable model whose likelihood is known exactly, answering as DRAW does.
+
+    z ~ N(0, I_d) and x | z ~ N(z, s^2 I_d), so p(x) = N(x; 0, (1 + s^2) I_d); q(z | x) = N(a x, v I_d),
+    the exact posterior when a = 1 / (1 + s^2) and v = s^2 / (1 + s^2). One "glimpse", float64 throughout.
+    """
+
+    def __init__(self, d: int, s: float, a: float, v: float):
+        super().__init__()
+        self.config = SimpleNamespace(image_shape=(1, 1, d))
+        self.anchor = nn.Parameter(torch.zeros((), dtype=torch.float64))  # the device variational_bound asks for
+        self.s, self.a, self.v = (torch.tensor(value, dtype=torch.float64) for value in (s, a, v))
+
+    def forward(self, x, log_ratio=False):
+        x = x.flatten(1)
+        q, prior = Normal(self.a * x, self.v.sqrt()), Normal(torch.zeros_like(x), torch.ones_like(x))
+        z = q.sample()
+        ratio = (q.log_prob(z) - prior.log_prob(z)).sum(1) if log_ratio else None
+        return SimpleNamespace(reconstruction=-Normal(z, self.s).log_prob(x).sum(1),
+                               kl=kl_divergence(q, prior).sum(1, keepdim=True), log_ratio=ratio)
+
+    def expected_bound(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) E_q[-log p(x | z)] + KL(q || p) in closed form, and (N,) the variance of one draw's estimate.
+
+        x - z ~ N((1 - a) x, v) per dimension; E[(x - z)^2] = m^2 + v and Var[(x - z)^2] = 2 v^2 + 4 v m^2.
+        """
+        x, a, v, s2 = x.flatten(1), self.a, self.v, self.s ** 2
+        m2 = ((1 - a) * x) ** 2
+        reconstruction = ((m2 + v) / (2 * s2) + 0.5 * torch.log(2 * math.pi * s2)).sum(1)
+        kl = 0.5 * (a ** 2 * x ** 2 + v - torch.log(v) - 1).sum(1)
+        return reconstruction + kl, ((2 * v ** 2 + 4 * v * m2) / (4 * s2 ** 2)).sum(1)
+
+
+def linear_gaussian_data(d=8, s=0.5, n=400):
+    """n images from the model itself, and their exact -log p(x)."""
+    x = math.sqrt(1 + s * s) * torch.randn(n, 1, 1, d, generator=torch.Generator().manual_seed(123),
+                                           dtype=torch.float64)
+    scale = torch.tensor(math.sqrt(1 + s * s), dtype=torch.float64)
+    return x, -Normal(torch.zeros_like(scale), scale).log_prob(x.flatten(1)).sum(1)
+
+
+@pytest.mark.parametrize("samples", (2, 7))
+def test_with_the_exact_posterior_both_bounds_equal_the_exact_likelihood(samples):
+    """Every importance weight is then p(x) itself: the importance-weighted bound is exact for any K, and the
+    variational bound is exact up to its one draw per image (its spread known in closed form)."""
+    s, (x, exact) = 0.5, linear_gaussian_data()
+    model = LinearGaussian(d=8, s=s, a=1 / (1 + s * s), v=s * s / (1 + s * s))
+    expected, variance = model.expected_bound(x)
+    torch.testing.assert_close(expected, exact, rtol=1e-12, atol=1e-12)               # the test's own algebra
+    torch.manual_seed(0)
+    result = variational_bound(model, x, batch_size=100, importance_samples=samples)
+    assert result["iw_nll"] == pytest.approx(exact.mean().item(), rel=1e-10)
+    standard_error = variance.sum().sqrt().item() / len(x)
+    assert abs(result["nll_bound"] - exact.mean().item()) < 5 * standard_error, (result, standard_error)
+
+
+def test_with_a_poor_posterior_the_bounds_are_its_elbo_and_near_the_exact_likelihood_with_many_samples():
+    """q too narrow-minded about x and too wide: the variational bound is its closed-form ELBO, KL(q || posterior)
+    above the truth; 100 importance samples close at least nine tenths of that gap, and never go below it."""
+    s, (x, exact) = 0.5, linear_gaussian_data()
+    model = LinearGaussian(d=8, s=s, a=0.6 / (1 + s * s), v=2 * s * s / (1 + s * s))
+    expected, variance = model.expected_bound(x)
+    gap = (expected - exact).mean().item()
+    assert gap > 2.0                                                                  # a gap worth closing
+    torch.manual_seed(0)
+    result = variational_bound(model, x, batch_size=100, importance_samples=100)
+    standard_error = variance.sum().sqrt().item() / len(x)
+    assert abs(result["nll_bound"] - expected.mean().item()) < 5 * standard_error, (result, standard_error)
+    again = importance_weighted_nll(model, x, samples=100, rows=10_000) - exact      # the spread of its draws
+    iw_standard_error = again.std().item() / math.sqrt(len(x))
+    excess = result["iw_nll"] - exact.mean().item()
+    assert -5 * iw_standard_error < excess < gap / 10, (excess, gap, iw_standard_error)
+
+
 def test_variational_bound_leaves_the_model_in_training_mode_if_it_was(trained):
     model = trained.model
     model.train()
@@ -172,9 +250,12 @@ def evaluate(cli_runner, checkpoint, *options):
     return cli_runner.invoke(app, ["evaluate", "--checkpoint", str(checkpoint), *options])
 
 
-def test_evaluate_json_is_one_object_with_the_documented_keys(mnist_run, cli_runner):
-    result = evaluate(cli_runner, mnist_run / "checkpoint.pt", "--split", "test", "--importance-samples", "3",
-                      "--max-images", "20", "--json", "--no-progress")
+def test_evaluate_json_reports_the_bounds_of_the_passes_it_ran(mnist_run, cli_runner):
+    """Every number is recomputed from what the network computed (tests/bound_reference.py): a wrong term,
+    sign, mean or log K in the bound code shows up here, whatever the batching and the draws."""
+    with record_passes() as passes:
+        result = evaluate(cli_runner, mnist_run / "checkpoint.pt", "--split", "test", "--importance-samples", "3",
+                          "--max-images", "20", "--json", "--no-progress")
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, result.stdout
@@ -182,9 +263,22 @@ def test_evaluate_json_is_one_object_with_the_documented_keys(mnist_run, cli_run
     assert isinstance(report, dict) and KEYS <= set(report)
     assert (report["n_images"], report["dataset"], report["split"]) == (20, "mnist", "test")
     assert report["importance_samples"] == 3
-    assert report["nll_bound"] == pytest.approx(report["reconstruction"] + report["kl"], rel=1e-12)
-    assert report["bits_per_dim"] == pytest.approx(report["nll_bound"] / (784 * math.log(2)))
-    assert 0 < report["iw_nll"] < 784 * math.log(2) * 2 and report["kl"] >= 0
+
+    bound_passes = [p for p in passes if not p.log_ratio_asked]
+    images = torch.cat([p.x for p in bound_passes])
+    grey = torch.from_numpy(read_idx_images(MNIST_TEST_IMAGES, 20).copy())
+    assert images.shape == (20, 1, 28, 28)                   # the first 20 test digits, binarized
+    assert ((images == 0) | (images == 1)).all()
+    assert (images[grey[:, None] == 0] == 0).all() and (images[grey[:, None] == 255] == 1).all()
+    assert len(images.flatten(1).unique(dim=0)) == 20
+    reconstruction = torch.cat([p.reconstruction() for p in bound_passes]).mean().item()
+    kl = torch.cat([p.kl().sum(1) for p in bound_passes]).mean().item()
+    iw_nll = reference_iw_nll(images, [p for p in passes if p.log_ratio_asked], samples=3).mean().item()
+    assert report["reconstruction"] == pytest.approx(reconstruction, rel=1e-5)
+    assert report["kl"] == pytest.approx(kl, rel=1e-5, abs=1e-5)
+    assert report["nll_bound"] == pytest.approx(reconstruction + kl, rel=1e-5)
+    assert report["iw_nll"] == pytest.approx(iw_nll, rel=1e-5)
+    assert report["bits_per_dim"] == pytest.approx((reconstruction + kl) / (784 * math.log(2)), rel=1e-5)
 
 
 def test_evaluate_with_one_sample_reports_no_importance_weighted_bound(mnist_run, cli_runner):

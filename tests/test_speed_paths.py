@@ -1,6 +1,7 @@
 """The fast paths compute the paper's model: same loss and gradients as a plain, from-the-equations DRAW."""
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -138,7 +139,20 @@ def test_compiled_model_draws_the_same_random_numbers(compiled_pair):
     assert torch.allclose(eager_loss, compiled(x).loss, rtol=1e-5, atol=1e-4)
 
 
-def test_bench_json_reports_throughput_and_setup(cli_runner):
+def test_bench_reports_the_time_its_timed_steps_took_and_its_setup(cli_runner, monkeypatch):
+    """On a clock where the warm-up step takes 0.1 s and the two timed ones 0.2 s and 0.3 s, a step takes
+    0.25 s and 4 images a step make 16 images/s: what bench reports comes from the time its steps took."""
+    import drawkit.bench as bench_module
+
+    now, durations, real_step = [100.0], iter([0.1, 0.2, 0.3]), bench_module.train_step
+
+    def timed_step(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        now[0] += next(durations)
+        return result
+
+    monkeypatch.setattr(bench_module, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    monkeypatch.setattr(bench_module, "train_step", timed_step)
     result = cli_runner.invoke(app, ["bench", "--json", "--no-compile", "--steps", "2", "--warmup", "1",
                                  "--glimpses", "3", "--hidden", "16", "--batch-size", "4", "--image-size", "12"])
     assert result.exit_code == 0, result.output
@@ -146,7 +160,9 @@ def test_bench_json_reports_throughput_and_setup(cli_runner):
     for key in ("images_per_s", "s_per_step", "peak_memory_mb", "device", "torch", "batch_size", "glimpses"):
         assert key in report
     assert report["glimpses"] == 3 and report["image_size"] == 12 and report["batch_size"] == 4
-    assert math.isclose(report["images_per_s"] * report["s_per_step"], 4, rel_tol=1e-6)
+    assert next(durations, None) is None                                 # one warm-up and two timed steps ran
+    assert report["warmup_s"] == pytest.approx(0.1)
+    assert report["s_per_step"] == pytest.approx(0.25) and report["images_per_s"] == pytest.approx(16.0)
     assert report["torch"] == torch.__version__ and report["compile"] is False
 
 
