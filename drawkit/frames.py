@@ -1,7 +1,10 @@
 """Frames of DRAW at work: images with the read and write boxes, laid out with a small legend.
 
 Every picture command draws through here (sample --gif, visualize-attention, its strip and
-reconstruct), so boxes, colours and layout look the same everywhere.
+reconstruct), so boxes, colours and layout look the same everywhere. A classifier's trace (one
+with ``probabilities``) is drawn as its input with the read box and, under it, a caption: the most
+likely class and its probability after that glimpse; the held last frames add the true label and
+mark a wrong final prediction.
 
 A box is the filterbank's footprint: centre (gx, gy) and side N * delta, in the paper's
 1-based pixel coordinates (pixel a is centred on a and spans a - 0.5 .. a + 0.5). Its border
@@ -24,7 +27,9 @@ WRITE_COLOUR = (86, 180, 233)
 PANEL_BACKGROUND = (40, 40, 40)   # the room around each image, so boxes reaching past its edge still show
 GAP_BACKGROUND = (96, 96, 96)     # between inputs
 TEXT_COLOUR = (235, 235, 235)
+WRONG_COLOUR = (213, 94, 0)       # Okabe-Ito vermillion: the caption of a wrong final prediction
 LEGEND_HEIGHT = 16
+CAPTION_LINE = 12                 # screen rows per line of a classifier's caption
 MAX_LINE = 3                      # thickest border, screen pixels (sharpest focus)
 
 
@@ -201,6 +206,8 @@ def frame(trace: Trace, t: int, style: Style = Style(), ncol: Optional[int] = No
 def trace_frames(trace: Trace, style: Style = Style(), hold_last: int = 0, ncol: Optional[int] = None,
                  boxes: bool = True) -> list[np.ndarray]:
     """One frame per glimpse, then ``hold_last`` copies of the final canvas without boxes (T + hold_last frames)."""
+    if trace.probabilities is not None:
+        return classification_frames(trace, style, hold_last, ncol, boxes)
     last = trace.glimpses - 1
     width = max(legend_width(_items(trace, b), _counter(last, trace.glimpses)) for b in (boxes, False))
     frames = [frame(trace, t, style, ncol, boxes, width) for t in range(trace.glimpses)]
@@ -211,6 +218,8 @@ def trace_frames(trace: Trace, style: Style = Style(), hold_last: int = 0, ncol:
 
 def trace_strip(trace: Trace, style: Style = Style(), boxes: bool = True) -> np.ndarray:
     """Every glimpse in one row, left to right (t = 1..T); one row per input, as in the paper's figures."""
+    if trace.probabilities is not None:
+        return classification_strip(trace, style, boxes)
     n = trace.canvases.shape[1]
     cells = [_cell(trace, i, t, style, boxes) for i in range(n) for t in range(trace.glimpses)]
     body = tile(cells, trace.glimpses, style.gap, GAP_BACKGROUND)
@@ -224,3 +233,105 @@ def pairs(inputs: torch.Tensor, outputs: torch.Tensor, style: Style = Style(marg
     ncol = ncol or math.ceil(math.sqrt(len(inputs)))
     body = tile([_cell(trace, i, 0, style, boxes=False) for i in range(len(inputs))], ncol, style.gap, GAP_BACKGROUND)
     return with_legend(body, [(None, labels)])
+
+
+# ---- a classifier's glimpses -------------------------------------------------------------------
+
+def caption(width: int, lines: list[str], background=PANEL_BACKGROUND) -> np.ndarray:
+    """A bar (CAPTION_LINE * lines + 2, width, 3) of centred text lines, drawn as the legend is (crisp)."""
+    image = Image.new("RGB", (width, CAPTION_LINE * len(lines) + 2), background)
+    draw = ImageDraw.Draw(image)
+    draw.fontmode = "1"
+    font = _font()
+    for row, text in enumerate(lines):
+        draw.text(((width - int(draw.textlength(text, font=font))) // 2, row * CAPTION_LINE - 1), text,
+                  fill=TEXT_COLOUR, font=font)
+    return np.asarray(image)
+
+
+def _guess(trace: Trace, i: int, t: int) -> str:
+    """The most likely class of input i after glimpse t and its probability, e.g. '7  0.93'."""
+    p = trace.probabilities[t, i]
+    k = int(p.argmax())
+    return f"{k}  {p[k].item():.2f}"
+
+
+def _caption_lines(trace: Trace, i: int, t: int, final: bool) -> list[str]:
+    """The guess; with known labels a second line, 'label k' in the final frames, blank before."""
+    if trace.labels is None:
+        return [_guess(trace, i, t)]
+    return [_guess(trace, i, t), f"label {int(trace.labels[i])}" if final else ""]
+
+
+def is_wrong(trace: Trace, i: int) -> bool:
+    """Whether the final prediction for input i is not its (known) label."""
+    return trace.labels is not None and int(trace.probabilities[-1, i].argmax()) != int(trace.labels[i])
+
+
+def _classified_width(trace: Trace, style: Style) -> int:
+    """One width for every cell: the panel's, or the widest caption's when that is wider."""
+    font = _font()
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    texts = [line for i in range(trace.images) for t in range(trace.glimpses)
+             for final in (False, True) for line in _caption_lines(trace, i, t, final)]
+    panel_width = (trace.inputs.shape[-1] + 2 * style.margin) * style.scale
+    return max(panel_width, 4 + max(int(draw.textlength(text, font=font)) for text in texts))
+
+
+def _classified_cell(trace: Trace, i: int, t: int, style: Style, width: int, boxes: bool,
+                     final: bool) -> np.ndarray:
+    """Input i with the read box of glimpse t, over its caption (on WRONG_COLOUR when final and wrong)."""
+    image = panel(trace.inputs[i], style, _box_at(trace.read, t, i, READ_COLOUR) if boxes else ())
+    if width > image.shape[1]:
+        wide = np.empty((image.shape[0], width, 3), dtype=np.uint8)
+        wide[:] = PANEL_BACKGROUND
+        left = (width - image.shape[1]) // 2
+        wide[:, left:left + image.shape[1]] = image
+        image = wide
+    background = WRONG_COLOUR if final and is_wrong(trace, i) else PANEL_BACKGROUND
+    return np.concatenate([image, caption(width, _caption_lines(trace, i, t, final), background)], axis=0)
+
+
+def _classified_items(trace: Trace, boxes: bool, final: bool) -> list:
+    """Legend entries: the read box while glimpsing; what the final caption holds and the wrong mark after."""
+    if final:
+        if trace.labels is None:
+            return [(None, "final: class  probability")]
+        return [(None, "final: class  probability, label"), (WRONG_COLOUR, "wrong")]
+    if boxes and trace.read is not None:
+        return [(READ_COLOUR, "read")]
+    return [(None, "input")]
+
+
+def classification_frames(trace: Trace, style: Style = Style(), hold_last: int = 0, ncol: Optional[int] = None,
+                          boxes: bool = True) -> list[np.ndarray]:
+    """One frame per glimpse (read box, caption 'class  probability'), then ``hold_last`` frames of the
+    final prediction without boxes, with the label when known and wrong ones marked (T + hold_last frames)."""
+    last, n = trace.glimpses - 1, trace.images
+    ncol = ncol or math.ceil(math.sqrt(n))
+    width = max(legend_width(_classified_items(trace, boxes, final), _counter(last, trace.glimpses))
+                for final in (False, True))
+    cell_width = _classified_width(trace, style)
+
+    def frame_at(t: int, final: bool) -> np.ndarray:
+        cells = [_classified_cell(trace, i, t, style, cell_width, boxes and not final, final) for i in range(n)]
+        body = tile(cells, ncol, style.gap, GAP_BACKGROUND)
+        return with_legend(body, _classified_items(trace, boxes, final), right=_counter(t, trace.glimpses),
+                           optional="under each: class  probability" if not final else "", width=width)
+
+    frames = [frame_at(t, final=False) for t in range(trace.glimpses)]
+    if hold_last > 0:
+        frames += [frame_at(last, final=True)] * hold_last
+    return frames
+
+
+def classification_strip(trace: Trace, style: Style = Style(), boxes: bool = True) -> np.ndarray:
+    """Every glimpse in one row (t = 1..T), a row per input; the last column's caption is the final one."""
+    last, cell_width = trace.glimpses - 1, _classified_width(trace, style)
+    cells = [_classified_cell(trace, i, t, style, cell_width, boxes, final=t == last)
+             for i in range(trace.images) for t in range(trace.glimpses)]
+    body = tile(cells, trace.glimpses, style.gap, GAP_BACKGROUND)
+    items = _classified_items(trace, boxes, final=False)
+    if trace.labels is not None:
+        items = items + [(WRONG_COLOUR, "wrong")]
+    return with_legend(body, items, right=f"t = 1..{trace.glimpses}, left to right")

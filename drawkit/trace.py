@@ -1,7 +1,8 @@
-"""Recording DRAW at work: the canvas and the attention boxes after every glimpse.
+"""Recording a model at work, glimpse by glimpse: DRAW's canvas and boxes, or the classifier's belief.
 
-The model calls ``observe(t, h_prev, h, canvas)`` after glimpse t; h_prev is the decoder state
-the read used and h the one the write used. An attention module that can say where it looks
+DRAW calls ``observe(t, h_prev, h, canvas)`` after glimpse t; h_prev is the decoder state the read
+used and h the one the write used. The classifier calls ``observe(t, h_prev, h, logits_t)``: h_prev
+placed glimpse t's read and logits_t is its class scores after that glimpse. An attention module that can say where it looks
 has ``window(h_dec, "read" | "write")`` returning centre (gx, gy), sigma2, stride delta and N in
 1-based pixel coordinates; one without it (e.g. no attention) has no boxes to draw.
 """
@@ -24,14 +25,21 @@ class Boxes(NamedTuple):
 class Trace:
     """One run of the model, glimpse by glimpse, on the CPU."""
 
-    canvases: torch.Tensor            # (T, B, C, H, W) sigmoid(c_t)
+    canvases: Optional[torch.Tensor]  # (T, B, C, H, W) sigmoid(c_t); None for a classifier
     inputs: Optional[torch.Tensor]    # (B, C, H, W) what was read; None when generating
     read: Optional[Boxes] = None      # None when generating or when the attention has no window
-    write: Optional[Boxes] = None     # None when the attention has no window
+    write: Optional[Boxes] = None     # None when the attention has no window, or for a classifier
+    probabilities: Optional[torch.Tensor] = None  # (T, B, K) a classifier's softmax after each glimpse
+    labels: Optional[torch.Tensor] = None         # (B,) the true classes, when known (classifier)
 
     @property
     def glimpses(self) -> int:
-        return self.canvases.shape[0]
+        return (self.canvases if self.canvases is not None else self.probabilities).shape[0]
+
+    @property
+    def images(self) -> int:
+        """B: how many images were traced."""
+        return (self.canvases if self.canvases is not None else self.probabilities).shape[1]
 
 
 def has_windows(model) -> bool:
@@ -81,3 +89,30 @@ def trace_generation(model, n: int) -> Trace:
     recorder = _Recorder(model, reads=False)
     model.generate(n, observe=recorder)
     return recorder.trace(None)
+
+
+class _GlimpseRecorder:
+    """The classifier's ``observe`` callback: softmax(logits_t) and, when it can, the read window."""
+
+    def __init__(self, model):
+        self.attention = model.attention if has_windows(model) else None
+        self.probabilities, self.read = [], []
+
+    def __call__(self, t: int, h_prev: torch.Tensor, h: torch.Tensor, logits: torch.Tensor) -> None:
+        self.probabilities.append(torch.softmax(logits.detach().float(), dim=1).cpu())  # (B, K)
+        if self.attention is not None:
+            self.read.append(self.attention.window(h_prev, "read"))
+
+
+@torch.no_grad()
+def trace_classification(model, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Trace:
+    """Run the classifier on x (B, C, H, W): its read box and class probabilities after every glimpse.
+
+    No canvas or write box: a classifier only reads. ``labels`` (B,), when known, are kept for the pictures.
+    """
+    device = next(model.parameters()).device
+    recorder = _GlimpseRecorder(model)
+    model(x.to(device), observe=recorder)
+    return Trace(None, x.detach().float().cpu(), _boxes(recorder.read) if recorder.read else None,
+                 probabilities=torch.stack(recorder.probabilities),
+                 labels=None if labels is None else labels.detach().long().cpu())
