@@ -1,5 +1,9 @@
 """The loss-curve picture: train and validation bound (nats/image) per step, from a run's metrics.jsonl.
 
+A classifier's run (records with ``error_rate``, no ``nll_bound``) gets two panels instead: the
+training cross-entropy per logged step, and the validation error rate (%) per validation, beside
+the training batches' error rate; each axis is logarithmic when its values span more than tenfold.
+
 matplotlib is an optional extra (``pip install 'drawkit[plot]'``); it is imported only here, and
 drawn through its Agg canvas so no window or global backend is involved.
 """
@@ -46,7 +50,8 @@ def _series(records: list[dict], split: str, key: str) -> tuple[list, list]:
 
 
 def plot_curves(run, out: Optional[str] = None) -> Path:
-    """Write RUN/curves.png (or ``out``): train bound per logged step, validation bound per epoch."""
+    """Write RUN/curves.png (or ``out``): train bound per logged step, validation bound per epoch; for a
+    classifier's run the training cross-entropy and the error rates."""
     try:
         import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -57,6 +62,8 @@ def plot_curves(run, out: Optional[str] = None) -> Path:
     if not run.is_dir():
         raise DrawkitError(f"--run {run} is not a folder; pass the --out folder of 'drawkit train'")
     records = read_metrics(run / METRICS)
+    if is_classification(records):
+        return _plot_classification(run, records, out)
     train_steps, train_bound = _series(records, "train", "loss")
     valid_steps, valid_bound = _series(records, "valid", "nll_bound")
     if not train_steps and not valid_steps:
@@ -78,6 +85,61 @@ def plot_curves(run, out: Optional[str] = None) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
         _zoom_past_start(ax, train_bound + valid_bound)
+        with atomic_write(out) as tmp:
+            figure.savefig(tmp, format="png")
+    return out
+
+
+def is_classification(records: list[dict]) -> bool:
+    """A classifier's run: its records measure an error rate, and none a bound."""
+    return any("error_rate" in r for r in records) and not any("nll_bound" in r for r in records)
+
+
+def _fitting_scale(ax, values: list[float]) -> None:
+    """A log axis when every value is positive and they span more than tenfold, else linear."""
+    if values and min(values) > 0 and max(values) > 10 * min(values):
+        ax.set_yscale("log")
+
+
+def _plot_classification(run: Path, records: list[dict], out: Optional[str]) -> Path:
+    """Training cross-entropy (left) and error rates in % (right) per step."""
+    import matplotlib  # plot_curves has checked it is installed
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    train_steps, train_loss = _series(records, "train", "loss")
+    error_steps, train_error = _series(records, "train", "error_rate")
+    valid_steps, valid_error = _series(records, "valid", "error_rate")
+    if not train_steps and not valid_steps:
+        raise DrawkitError(f"{run / METRICS} has no train or validation records yet; train longer, then plot")
+    out = output_path(out or run / CURVES, "--out")
+    train_error, valid_error = [100 * e for e in train_error], [100 * e for e in valid_error]
+
+    with matplotlib.rc_context({"font.size": 9}):
+        figure = Figure(figsize=(6, 3.6), dpi=120, layout="constrained")
+        FigureCanvasAgg(figure)
+        loss_ax, error_ax = figure.subplots(1, 2)
+        if train_steps:
+            loss_ax.plot(train_steps, train_loss, color="#0072B2", linewidth=1.2, label="train (batch)")
+            loss_ax.legend()
+        loss_ax.set_xlabel("step")
+        loss_ax.set_ylabel("cross-entropy, nats/image")
+        loss_ax.set_title("training cross-entropy")
+        _fitting_scale(loss_ax, train_loss)
+        if error_steps:
+            error_ax.plot(error_steps, train_error, color="#0072B2", linewidth=1, alpha=0.6, label="train (batch)")
+        if valid_steps:
+            error_ax.plot(valid_steps, valid_error, color="#D55E00", marker="o", markersize=4, linewidth=1.5,
+                          label=f"validation (last {valid_error[-1]:.2f}%)")
+        error_ax.set_xlabel("step")
+        error_ax.set_ylabel("error rate, %")
+        error_ax.set_title("error rate (lower is better)")
+        _fitting_scale(error_ax, train_error + valid_error)
+        if error_steps or valid_steps:
+            error_ax.legend()
+        for ax in (loss_ax, error_ax):
+            ax.grid(alpha=0.3, which="both")
+        figure.suptitle(f"{run.name}: classification")
         with atomic_write(out) as tmp:
             figure.savefig(tmp, format="png")
     return out
