@@ -1,7 +1,8 @@
 """``drawkit bench``: how fast full training steps run (forward, backward, Adam) on this machine.
 
 It times the very ``train_step`` that ``drawkit train`` runs, on synthetic binary images held
-on the device, so the figure is the model's cost and not the data pipeline's.
+on the device (with random labels for ``--task classify``), so the figure is the model's cost and
+not the data pipeline's.
 """
 import json
 import platform
@@ -18,12 +19,16 @@ import torch
 
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError, check_choice, check_positive
-from drawkit.model import COMPILE_MODES, GLIMPSES_PER_CALL, DrawConfig, build_model
+from drawkit.model import COMPILE_MODES, GLIMPSES_PER_CALL, DrawConfig
 from drawkit.presets import preset_options
 from drawkit.registry import get_registry
+from drawkit.tasks import task_named
 from drawkit.train import make_optimizer, train_step
 
 MODEL_FIELDS = {f.name for f in fields(DrawConfig)}
+#: the preset timed when none is named: the paper's MNIST model, or its cluttered-MNIST classifier
+DEFAULT_PRESETS = {"generate": "paper-mnist", "classify": "paper-cluttered"}
+BENCH_CLASSES = 10  # a classifier's classes on bench's random labels
 
 
 def bench_config(preset: str, glimpses: Optional[int] = None, hidden: Optional[int] = None,
@@ -59,7 +64,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def check_reference(script: str, config: DrawConfig) -> None:
+def check_reference(script: str, config: DrawConfig, kind) -> None:
+    if not kind.generative:
+        raise DrawkitError(f"--reference times a plain DRAW script, which draws; leave it out with --task {kind.name}")
     if not Path(script).is_file():
         raise DrawkitError(f"--reference {script}: no such file; give the path of a script such as refdraw.py")
     if config.encoder != "lstm" or config.attention not in ("filterbank", "none") or config.image_shape != (1, 28, 28):
@@ -98,12 +105,15 @@ def _time_steps(model, optimizer, x, steps: int, device: torch.device) -> float:
     return time.perf_counter() - started
 
 
-def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, warmup: int = 3,
+def bench(preset: Optional[str] = None, device: str = "auto", steps: int = 10, warmup: int = 3,
           batch_size: Optional[int] = None, glimpses: Optional[int] = None, hidden: Optional[int] = None,
           image_size: Optional[int] = None, compile: bool = True, seed: int = 0,
           reference: Optional[str] = None, glimpses_per_call: int = GLIMPSES_PER_CALL, rounds: int = 1,
-          compile_mode: str = "default") -> dict:
+          compile_mode: str = "default", task: Optional[str] = None) -> dict:
     """Time ``steps`` training steps after ``warmup`` untimed ones (which also pay for compiling).
+
+    ``task``: the kind of model (default: the preset's, else generate); ``preset`` defaults to the
+    kind's paper model (DEFAULT_PRESETS).
 
     With ``reference`` (a script like refdraw.py) it is timed next, on the same model, batch and
     device, and ``speedup`` is drawkit's images/s over the reference's. With ``rounds`` > 1 the two
@@ -115,34 +125,37 @@ def bench(preset: str = "paper-mnist", device: str = "auto", steps: int = 10, wa
     if warmup < 0:
         raise DrawkitError(f"--warmup must be 0 or more, got {warmup}")
     check_choice("--compile-mode", compile_mode, COMPILE_MODES)
-    config = bench_config(preset, glimpses, hidden, image_size)
+    kind = task_named(task or (preset_options(preset).get("task", "generate") if preset else "generate"))
+    preset = preset or DEFAULT_PRESETS[kind.name]
+    config = kind.from_options(bench_config(preset, glimpses, hidden, image_size), BENCH_CLASSES)
     if reference is not None:  # said before minutes of timing, not after
-        check_reference(reference, config)
+        check_reference(reference, config, kind)
     batch_size = batch_size or preset_options(preset).get("batch_size", 100)
     device = resolve_device(device)
     torch.manual_seed(seed)
-    model = build_model(config, get_registry()).to(device)
+    model = kind.build(config, get_registry()).to(device)
     if compile:
         model.compile_glimpses(mode=compile_mode, glimpses_per_call=glimpses_per_call)
     optimizer = make_optimizer(model, lr=1e-3)
-    x = (torch.rand(batch_size, *config.image_shape, device=device) > 0.5).float()
+    x = kind.synthetic_batch(config, batch_size, device)
+    trainable = kind.trainable(model)  # what train_step calls, as in training
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    warmup_s = _time_steps(model, optimizer, x, warmup, device)
+    warmup_s = _time_steps(trainable, optimizer, x, warmup, device)
     config = model.config
     result = {
         "impl": "drawkit",
         "memory": "CUDA tensors, peak" if device.type == "cuda" else "process resident size, peak",
         "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "compile": compile, "compile_mode": compile_mode, "preset": preset, "batch_size": batch_size,
-        "glimpses": config.glimpses, "hidden": config.hidden, "z_dim": config.z_dim,
-        "read_size": config.read_size, "write_size": config.write_size, "attention": config.attention,
+        "task": kind.name, "glimpses": config.glimpses, "hidden": config.hidden, "z_dim": getattr(config, "z_dim", None),
+        "read_size": config.read_size, "write_size": getattr(config, "write_size", None), "attention": config.attention,
         "encoder": config.encoder, "image_size": config.image_shape[-1], "steps": steps,
         "glimpses_per_call": model.glimpses_per_call, "warmup_s": warmup_s, "rounds": [],
     }
     for _ in range(rounds):
-        elapsed = _time_steps(model, optimizer, x, steps, device)
+        elapsed = _time_steps(trainable, optimizer, x, steps, device)
         turn = {"images_per_s": batch_size * steps / elapsed, "s_per_step": elapsed / steps}
         if reference is not None:
             turn["reference"] = run_reference(reference, result)

@@ -1,4 +1,7 @@
-"""Checkpoints: a plain dict (nanoGPT style) with the model config and the plugins that built it."""
+"""Checkpoints: a plain dict (nanoGPT style) with the model config and the plugins that built it.
+
+``model_config["task"]`` names the kind of model (drawkit/tasks.py); DRAW's config leaves it out.
+"""
 import os
 import shutil
 from pathlib import Path
@@ -7,8 +10,9 @@ from typing import Optional
 import torch
 
 from drawkit.errors import DrawkitError
-from drawkit.model import Draw, DrawConfig, build_model
+from drawkit.model import Draw
 from drawkit.outputs import atomic_write
+from drawkit.tasks import require_generative, task_of
 
 FORMAT = "drawkit-checkpoint"
 VERSION = 1
@@ -90,11 +94,19 @@ def read_checkpoint(path) -> dict:
     return payload
 
 
-def load_model(path, registry, device: Optional[torch.device] = None) -> tuple[Draw, dict]:
-    """Rebuild the model from the checkpoint alone; a missing plugin names the package to install."""
+def load_model(path, registry, device: Optional[torch.device] = None,
+               drawing: Optional[str] = None) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model of the checkpoint's kind from the checkpoint alone; a missing plugin names the package.
+
+    ``drawing``: the command, when it draws with the model (sample, reconstruct): a checkpoint of a
+    kind that cannot draw (a classifier) is refused in one line.
+    """
     payload = read_checkpoint(path)
+    task = task_of(payload.get("model_config"))
+    if drawing:
+        require_generative(task, drawing)
     try:
-        config = DrawConfig.from_dict(payload["model_config"])
+        config = task.config_from_dict(payload["model_config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise DrawkitError(f"{path}: its model config is missing or damaged ({type(exc).__name__}: {exc}); "
                            f"pass a checkpoint.pt written by 'drawkit train'") from None
@@ -103,7 +115,7 @@ def load_model(path, registry, device: Optional[torch.device] = None) -> tuple[D
         if record["name"] not in registry.names(kind):
             raise DrawkitError(f"this checkpoint needs {kind} '{record['name']}' from package "
                                f"'{record['package']}', which is not installed; pip install {record['package']}")
-    model = build_model(config, registry)
+    model = task.build(config, registry)
     try:
         model.load_state_dict(payload["model"])
     except (KeyError, RuntimeError) as exc:

@@ -110,6 +110,7 @@ def _dataset_options(values: dict) -> dict:
 #: every `drawkit train` option that is part of what is trained -> its config field; presets may set these
 TRAIN_OPTIONS = {
     "preset": ConfigField("train", "preset"),  # the name alone, for the record; its options are applied before
+    "task": ConfigField("train", "task"),
     "dataset": ConfigField("train", "dataset"),
     "dataset_opt": ConfigField("train", "dataset_options", _dataset_options),
     "image_size": ConfigField("train", "dataset_options", _dataset_options),
@@ -161,7 +162,11 @@ def preset_values(name: str) -> dict:
 
 
 def train_configs(values: dict):
-    """(DrawConfig, TrainConfig) from the value of every `drawkit train` option in TRAIN_OPTIONS."""
+    """(DrawConfig, TrainConfig) from the value of every `drawkit train` option in TRAIN_OPTIONS.
+
+    The DrawConfig holds the model options; training turns it into the config of the kind of model
+    ``TrainConfig.task`` names (drawkit/tasks.py).
+    """
     from drawkit.model import DrawConfig
     from drawkit.train import TrainConfig
 
@@ -173,7 +178,7 @@ def train_configs(values: dict):
 
 
 app = typer.Typer(cls=OneLineErrors, rich_markup_mode="rich", no_args_is_help=True, add_completion=False,
-                  help="DRAW and DCRW image generation, built from plugins.")
+                  help="DRAW and DCRW image generation (and DRAW's attention classifier), built from plugins.")
 
 
 @app.callback()
@@ -198,6 +203,7 @@ def _explicit(ctx: typer.Context, name: str) -> bool:
 def train(
     ctx: typer.Context,
     preset: Annotated[Optional[str], typer.Option(help="Named settings, e.g. paper-mnist (see 'drawkit presets'); flags given win.")] = None,
+    task: Annotated[str, typer.Option(help="generate: DRAW, a model that draws | classify: glimpses through the same attention and encoder, then a linear layer over the data set's classes (the paper's section 4.1).")] = "generate",
     dataset: Annotated[str, typer.Option(help="Registered dataset (see 'drawkit plugins').")] = "mnist",
     dataset_opt: Annotated[Optional[list[str]], typer.Option(help="Dataset option KEY=VALUE (repeatable).")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Same as --dataset-opt image_size=N (image-folder).")] = None,
@@ -212,7 +218,7 @@ def train(
     encoder_opt: Annotated[Optional[list[str]], typer.Option(help="Encoder option KEY=VALUE (repeatable).")] = None,
     attention_opt: Annotated[Optional[list[str]], typer.Option(help="Attention option KEY=VALUE (repeatable).")] = None,
     likelihood: Annotated[Optional[str], typer.Option(help="bernoulli | logistic (default: the dataset's).")] = None,
-    binarize: Annotated[Optional[str], typer.Option(help="sample | threshold | none (default: the dataset's).")] = None,
+    binarize: Annotated[Optional[str], typer.Option(help="sample | threshold | none (default: the dataset's; none with --task classify).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step; with several processes split evenly across them.")] = 100,
     epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 10,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
@@ -231,7 +237,7 @@ def train(
     compile_mode: Annotated[str, typer.Option(help="With --compile: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs.")] = "default",
     distributed: Annotated[bool, typer.Option("--distributed", help="Join the processes torchrun started (automatic when it started several): 'torchrun --nproc_per_node=N -m drawkit train ...'.")] = False,
 ) -> None:
-    """Train DRAW on a dataset; writes OUT/checkpoint.pt and OUT/metrics.jsonl."""
+    """Train DRAW (or, with --task classify, a classifier) on a dataset; writes OUT/checkpoint.pt and OUT/metrics.jsonl."""
     if resume:
         return _resume(ctx, resume, progress, distributed)
     values = dict(ctx.params)  # every option: given, else its default; a preset's value wins over a default only
@@ -263,6 +269,7 @@ def _resume(ctx: typer.Context, run_dir: str, progress: bool, distributed: bool)
 def _run_training(model_config, config, progress: bool, resume: dict = None, distributed: bool = False) -> None:
     from drawkit import distributed as processes
     from drawkit.interrupts import exit_at_once_on_another_signal
+    from drawkit.tasks import task_named
     from drawkit.train import Interrupted
     from drawkit.train import train as run_training
 
@@ -279,9 +286,9 @@ def _run_training(model_config, config, progress: bool, resume: dict = None, dis
             raise typer.Exit(exc.exit_code)
     if not main:
         return
-    bound = f"; validation bound {result['nll_bound']:.2f} nats/image" if "nll_bound" in result else ""
+    validation = task_named(config.task).summary(result)
     skipped = f"; skipped {result['skipped_steps']} non-finite steps" if result["skipped_steps"] else ""
-    typer.echo(f"trained {result['steps']} steps on {result['device']}{bound}{skipped}; "
+    typer.echo(f"trained {result['steps']} steps on {result['device']}{validation}{skipped}; "
                f"checkpoint {result['checkpoint']}")
 
 
@@ -310,24 +317,19 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
-    """The test-set NLL bound (and importance-weighted bound) of a checkpoint, in nats/image and bits/dim."""
-    from drawkit.evaluate import evaluate as run_evaluation
+    """The test-set NLL bound (and importance-weighted bound) of a checkpoint, in nats/image and bits/dim; a
+    classifier's error rate, accuracy and cross-entropy."""
+    from drawkit.evaluate import evaluation
 
-    result = run_evaluation(checkpoint, split=split, importance_samples=importance_samples, batch_size=batch_size,
-                            max_images=max_images, device=device, data_dir=data_dir, progress=progress)
-    if json_output:
-        typer.echo(json.dumps(result))
-        return
-    line = (f"{result['dataset']} {split} ({result['n_images']} images): bound {result['nll_bound']:.2f} nats/image "
-            f"(reconstruction {result['reconstruction']:.2f}, KL {result['kl']:.2f}), {result['bits_per_dim']:.4f} bits/dim")
-    if "iw_nll" in result:
-        line += f"; importance-weighted (K={importance_samples}) {result['iw_nll']:.2f} nats/image"
-    typer.echo(line)
+    result, line = evaluation(checkpoint, split=split, importance_samples=importance_samples, batch_size=batch_size,
+                              max_images=max_images, device=device, data_dir=data_dir, progress=progress)
+    typer.echo(json.dumps(result) if json_output else line)
 
 
 @app.command()
 def bench(
-    preset: Annotated[str, typer.Option(help="Model settings to time (see 'drawkit presets').")] = "paper-mnist",
+    preset: Annotated[Optional[str], typer.Option(help="Model settings to time (see 'drawkit presets'; default paper-mnist, paper-cluttered with --task classify).")] = None,
+    task: Annotated[Optional[str], typer.Option(help="generate | classify (default: the preset's, else generate); classify times steps on random labels.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     steps: Annotated[int, typer.Option(help="Timed training steps.")] = 10,
     warmup: Annotated[int, typer.Option(help="Untimed steps first (they also pay for compiling).")] = 3,
@@ -342,14 +344,15 @@ def bench(
     compile_mode: Annotated[str, typer.Option(help="default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs.")] = "default",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Time full training steps (forward, backward, Adam) on synthetic binary images: images/s, s/step, memory."""
+    """Time full training steps (forward, backward, Adam) on synthetic binary images (and random labels with
+    --task classify): images/s, s/step, memory."""
     from drawkit.bench import bench as run_bench
 
     with stderr.status(f"timing {warmup} warm-up{' (and compiling)' if compile else ''} and {rounds} x {steps} training steps"):
         result = run_bench(preset=preset, device=device, steps=steps, warmup=warmup, batch_size=batch_size,
                            glimpses=glimpses, hidden=hidden, image_size=image_size, compile=compile,
                            reference=reference, rounds=rounds, glimpses_per_call=glimpses_per_call,
-                           compile_mode=compile_mode)
+                           compile_mode=compile_mode, task=task)
     if json_output:
         typer.echo(json.dumps(result))
         return
@@ -358,8 +361,10 @@ def bench(
     table.add_column("value")
     rows = {"images/s": f"{result['images_per_s']:.1f}", "s/step": f"{result['s_per_step']:.4f}",
             "peak memory": f"{result['peak_memory_mb']:.0f} MiB ({result['memory']})",
-            "model": (f"T={result['glimpses']} hidden={result['hidden']} z={result['z_dim']} "
-                      f"read={result['read_size']} write={result['write_size']} {result['encoder']}/{result['attention']}"),
+            "model": " ".join([f"{result['task']} T={result['glimpses']} hidden={result['hidden']}",
+                               *(f"{short}={result[key]}" for short, key in
+                                 (("z", "z_dim"), ("read", "read_size"), ("write", "write_size"))
+                                 if result[key] is not None), f"{result['encoder']}/{result['attention']}"]),
             "batch, image": f"{result['batch_size']} x {result['image_size']}x{result['image_size']}",
             "device": f"{result['device']} ({result['device_name']})", "torch": result["torch"],
             "warm-up": f"{warmup} steps, {result['warmup_s']:.1f} s"}

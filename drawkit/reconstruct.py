@@ -22,7 +22,7 @@ def reconstruct(checkpoint, n: int = 16, out="reconstructions.png", split: str =
         raise DrawkitError(f"--scale must be at least 1, got {scale}")
     out = output_path(out, "--out")
     registry = get_registry()
-    model, payload = load_model(checkpoint, registry, resolve_device(device))
+    model, payload = load_model(checkpoint, registry, resolve_device(device), drawing="reconstruct")
     x = choose_inputs(payload, registry, model.config.image_shape, n=n, split=split, indices=indices,
                       images=images, invert=invert, seed=seed, data_dir=data_dir)      # (B, C, H, W)
     torch.manual_seed(seed)                                                            # z ~ Q(z | x)

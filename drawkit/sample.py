@@ -21,7 +21,7 @@ def sample(checkpoint, n: int = 64, out="samples.png", gif: Optional[str] = None
     check_gif_options(scale, fps, hold_last, loop)
     out = output_path(out, "--out")
     gif = output_path(gif, "--gif") if gif else None
-    model, _ = load_model(checkpoint, get_registry(), resolve_device(device))
+    model, _ = load_model(checkpoint, get_registry(), resolve_device(device), drawing="sample")
     torch.manual_seed(seed)
     if not gif:
         save_png(image_grid(model.generate(n), scale=scale), out)

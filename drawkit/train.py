@@ -2,7 +2,8 @@
 
 A run lives in one folder: metrics.jsonl (one JSON line per measurement), checkpoint.pt (the
 newest save, with everything needed to resume exactly), the last few checkpoint-<step>.pt,
-best.pt (best validation bound) and curves.png.
+best.pt (best validation score: DRAW's bound, a classifier's error rate) and curves.png.
+What differs between the kinds of model (``--task``) is asked of the kind (drawkit/tasks.py).
 """
 import json
 import math
@@ -14,28 +15,28 @@ from typing import Iterable, Optional
 import torch
 
 from drawkit import distributed
-from drawkit.bound import variational_bound
 from drawkit.checkpoint import FILENAME, CheckpointWriter, plugin_record, read_checkpoint
-from drawkit.data import BINARIZE_MODES, Batches, binarize, fixed_binarization, load_split, to_unit_float
+from drawkit.data import BINARIZE_MODES, Batches
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError, check_choice, check_positive
 from drawkit.interrupts import stop_requests
-from drawkit.likelihoods import LIKELIHOODS
-from drawkit.model import ATTENTION_ARGS, COMPILE_MODES, ENCODER_ARGS, DrawConfig, build_model, resolve_config
+from drawkit.model import ATTENTION_ARGS, COMPILE_MODES, ENCODER_ARGS
 from drawkit.outputs import output_dir
 from drawkit.progress import stderr, training_progress
 from drawkit.registry import get_registry
 from drawkit.rng import rng_state, seeded, set_rng_state
 from drawkit.step_flags import StepFlags
+from drawkit.tasks import task_named, task_of
 
 VALIDATION_SEED = 0  # validation draws its own z from this seed, leaving the training stream untouched
 
 
 @dataclass
 class TrainConfig:
+    task: str = "generate"              # the kind of model: generate (DRAW) or classify (section 4.1), see tasks.py
     dataset: str = "mnist"
     dataset_options: dict = field(default_factory=dict)  # keywords for the dataset factory (--dataset-opt)
-    binarize: Optional[str] = None      # None: the dataset's default (dynamic 'sample' for MNIST)
+    binarize: Optional[str] = None      # None: the task's default (generate: the dataset's; classify: none)
     data_dir: Optional[str] = None
     batch_size: int = 100
     epochs: int = 10
@@ -61,7 +62,7 @@ class RunState:
     step: int = 0
     epoch: int = 1               # the epoch being trained
     epoch_step: int = 0          # batches of it already done
-    best_bound: float = math.inf
+    best_bound: float = math.inf  # the lowest validation score so far: the task's ``score`` (bound, error rate)
     skipped_steps: int = 0       # steps skipped for a non-finite loss or gradient
 
 
@@ -73,13 +74,11 @@ class Interrupted(Exception):
         self.checkpoint, self.exit_code = checkpoint, exit_code
 
 
-def check_config(model_config: DrawConfig, config: TrainConfig) -> None:
+def check_config(model_config, config: TrainConfig, kind) -> None:
     """Refuse bad values up front, with the option name and what would be accepted."""
-    positive = {"--glimpses": model_config.glimpses, "--hidden": model_config.hidden, "--z-dim": model_config.z_dim,
-                "--batch-size": config.batch_size, "--epochs": config.epochs, "--log-every": config.log_every,
-                "--keep": config.keep, "--read-size": model_config.read_size,
-                "--write-size": model_config.write_size}
-    check_positive(positive)
+    kind.check(model_config)
+    check_positive({"--batch-size": config.batch_size, "--epochs": config.epochs, "--log-every": config.log_every,
+                    "--keep": config.keep})
     for option, value in {"--max-steps": config.max_steps, "--val-images": config.val_images}.items():
         if value is not None and value < 1:
             raise DrawkitError(f"{option} must be at least 1, got {value}")
@@ -87,73 +86,71 @@ def check_config(model_config: DrawConfig, config: TrainConfig) -> None:
         raise DrawkitError(f"--lr must be a positive number, got {config.lr}")
     if not (config.clip > 0 and math.isfinite(config.clip)):
         raise DrawkitError(f"--clip must be a positive number, got {config.clip}")
-    check_choice("--likelihood", model_config.likelihood, LIKELIHOODS)
     if config.binarize is not None:
         check_choice("--binarize", config.binarize, BINARIZE_MODES)
     check_choice("--compile-mode", config.compile_mode, COMPILE_MODES)
 
 
-def prepare(model_config: DrawConfig, config: TrainConfig, registry):
-    """Resolve every default (dataset's, plugins', paper's) and check the result; returns (model config, dataset)."""
+def prepare(model_config, config: TrainConfig, registry, kind):
+    """Resolve every default (dataset's, plugins', paper's) and check the result; returns (model config, dataset).
+
+    ``model_config`` is `drawkit train`'s model options (a DrawConfig) or a resumed run's model config;
+    the kind turns it into its own config.
+    """
     registry.get("attention", model_config.attention).check_options(model_config.attention_options, ATTENTION_ARGS)
     registry.get("encoder", model_config.encoder).check_options(model_config.encoder_options, ENCODER_ARGS)
     dataset = registry.get("dataset", config.dataset).create(config.dataset_options)
-    model_config = replace(model_config, image_shape=tuple(dataset.image_shape),
-                           likelihood=model_config.likelihood or getattr(dataset, "default_likelihood", "bernoulli"))
-    model_config = resolve_config(model_config, registry)
-    check_config(model_config, config)
+    model_config = kind.configure(model_config, dataset, config.dataset, registry)
+    check_config(model_config, config, kind)
     return model_config, dataset
 
 
-def resume_configs(run_dir) -> tuple[DrawConfig, TrainConfig, dict]:
-    """The configs and state stored in a run folder's newest checkpoint."""
+def resume_configs(run_dir) -> tuple[object, TrainConfig, dict]:
+    """The configs (the model's of its kind) and state stored in a run folder's newest checkpoint."""
     payload = read_checkpoint(run_dir)
     if "optimizer" not in payload or "progress" not in payload:
         raise DrawkitError(f"{run_dir} holds a checkpoint without training state; it cannot be resumed")
+    kind = task_of(payload["model_config"])
     known = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in payload["train_config"].items() if k in known})
-    return DrawConfig.from_dict(payload["model_config"]), config, payload
+    return kind.config_from_dict(payload["model_config"]), replace(config, task=kind.name), payload
 
 
-def train(model_config: DrawConfig, config: TrainConfig, progress: bool = True,
-          resume: Optional[dict] = None) -> dict:
-    """Train DRAW, validating each epoch; ``resume`` is a checkpoint payload to continue from."""
+def train(model_config, config: TrainConfig, progress: bool = True, resume: Optional[dict] = None) -> dict:
+    """Train the kind of model ``config.task`` names, validating each epoch; ``resume`` is a checkpoint payload.
+
+    ``model_config``: a DrawConfig of `drawkit train`'s model options, or the model config of the
+    run being resumed (``resume_configs``).
+    """
     registry = get_registry()
-    model_config, dataset = prepare(model_config, config, registry)
+    kind = task_named(config.task)
+    model_config, dataset = prepare(model_config, config, registry, kind)
     device = distributed.local_device(resolve_device(config.device))
     distributed.check_batch_size(config.batch_size)
     torch.manual_seed(config.seed)
-    model = build_model(model_config, registry).to(device)  # a plugin may still refuse its options here
-    config = replace(config, binarize=config.binarize or getattr(dataset, "default_binarize", "none"))
-    batches, valid_x = load_data(dataset, config, device)
+    model = kind.build(model_config, registry).to(device)  # a plugin may still refuse its options here
+    config = replace(config, binarize=config.binarize or kind.default_binarize(dataset))
+    batches, valid = kind.load_data(dataset, config, device)
     out = output_dir(config.out, "--out")  # only once the model and the data are there: no empty run folders
-    plugins = {kind: plugin_record(registry, kind, name) for kind, name in
+    plugins = {part: plugin_record(registry, part, name) for part, name in
                (("encoder", model_config.encoder), ("attention", model_config.attention), ("dataset", config.dataset))}
-    run = Run(model, config, dataset, batches, valid_x, out, device, plugins, resume)
+    run = Run(model, kind, config, dataset, batches, valid, out, device, plugins, resume)
     return run.run(progress)
-
-
-def load_data(dataset, config: TrainConfig, device: torch.device) -> tuple[Batches, torch.Tensor]:
-    """The training batches, on ``device``, and the validation images, binarized once with the run's seed."""
-    train_images = load_split(dataset, config.dataset, "train", config.data_dir).to(device)
-    valid_images = load_split(dataset, config.dataset, "valid", config.data_dir)[:config.val_images]
-    valid_x = fixed_binarization(valid_images, config.binarize, seed=config.seed)
-    return Batches(train_images, config.batch_size, config.seed), valid_x
 
 
 class Run:
     """One training run: the model, its optimizer, where the run is (``state``) and the folder it writes.
 
-    ``model`` is what is validated and saved; ``ddp_model`` (the same model, wrapped in DDP when
-    several processes train) takes the training steps. Only the main process writes files and
+    ``model`` is what is validated and saved; ``ddp_model`` (the same model as the kind trains it,
+    ``kind.trainable(model)``, wrapped in DDP when several processes train) takes the training steps. Only the main process writes files and
     prints, but every process goes through every step, log and validation: they hold collectives
     that all processes must join.
     """
 
-    def __init__(self, model, config: TrainConfig, dataset, batches: Batches, valid_x: torch.Tensor, out: Path,
+    def __init__(self, model, kind, config: TrainConfig, dataset, batches: Batches, valid, out: Path,
                  device: torch.device, plugins: dict, resume: Optional[dict] = None):
-        self.model, self.config, self.dataset = model, config, dataset
-        self.batches, self.valid_x = batches, valid_x
+        self.model, self.kind, self.config, self.dataset = model, kind, config, dataset
+        self.batches, self.valid = batches, valid  # valid: what kind.validate measures (images, or images and labels)
         self.out, self.device, self.plugins = out, device, plugins
         self.total_steps = len(batches) * config.epochs
         if config.max_steps is not None:
@@ -165,7 +162,7 @@ class Run:
         if resume is not None:
             self.restore(resume)
         distributed.own_random_stream(config.seed, self.state.step)
-        self.ddp_model = distributed.wrap(model, device)
+        self.ddp_model = distributed.wrap(kind.trainable(model), device)
         self.main = distributed.is_main()  # the one process that writes the run folder and prints
         self.writer = CheckpointWriter(out, config.keep)
         self.metrics_file = out / "metrics.jsonl"
@@ -200,8 +197,8 @@ class Run:
 
     def train_epoch(self, stop) -> None:
         """The rest of the current epoch (a resumed run starts mid-epoch), or less if the run ends first."""
-        for images in self.batches.epoch(self.state.epoch, skip=self.state.epoch_step):
-            output = self.step(images)
+        for batch in self.batches.epoch(self.state.epoch, skip=self.state.epoch_step):
+            output = self.step(batch)
             log_now = self.state.step % self.config.log_every == 0 or self.state.step == self.total_steps
             self.count_non_finite(everything=log_now)  # a log waits for the step anyway: read every flag then
             if log_now:
@@ -212,9 +209,9 @@ class Run:
                 break
         self.count_non_finite(everything=True)
 
-    def step(self, images: torch.Tensor):
+    def step(self, batch):
         """One optimizer step on this process's share of a batch; its finite flag is queued, not waited for."""
-        x = binarize(to_unit_float(distributed.shard(images)), self.config.binarize)
+        x = self.kind.batch(batch, self.config.binarize)
         output, finite = train_step(self.ddp_model, self.optimizer, x, self.config.clip)
         self.state.step += 1
         self.state.epoch_step += 1
@@ -235,33 +232,31 @@ class Run:
             raise Interrupted(self.out / FILENAME, exit_code)
 
     def end_epoch(self) -> None:
-        """Validate, note the best bound, move on if the epoch is complete (not if max_steps cut it), save."""
-        bound = self.validate()
-        improved = bound["nll_bound"] < self.state.best_bound
-        self.state.best_bound = min(self.state.best_bound, bound["nll_bound"])
+        """Validate, note the best score, move on if the epoch is complete (not if max_steps cut it), save."""
+        score = self.validate()[self.kind.score]
+        improved = score < self.state.best_bound
+        self.state.best_bound = min(self.state.best_bound, score)
         if self.state.epoch_step == len(self.batches):
             self.state.epoch, self.state.epoch_step = self.state.epoch + 1, 0
         self.save(best=improved)
 
     def validate(self) -> dict:
-        """The bound on the validation images, logged and printed.
+        """The kind's measures on the validation data (the bound; a classifier's error rate), logged and printed.
 
         Every process validates on all of it, with the same model and seed: the same numbers as one
         process, and no process idles in a collective that could time out.
         """
         with seeded(VALIDATION_SEED, self.device):
-            bound = variational_bound(self.model, self.valid_x, self.config.batch_size)
-        self.log({"split": "valid", **bound})
+            measures = self.kind.validate(self.model, self.valid, self.config.batch_size)
+        self.log({"split": "valid", **measures})
         if self.main:
-            stderr.print(f"epoch {self.state.epoch}: validation bound {bound['nll_bound']:.2f} nats/image "
-                         f"(rec {bound['reconstruction']:.2f}, kl {bound['kl']:.2f})")
-        return bound
+            stderr.print(f"epoch {self.state.epoch}: {self.kind.validation_text(measures)}", soft_wrap=True)
+        return measures
 
     def log_training(self, output) -> None:
         """Log the training loss of this step's batch (averaged over processes) and show it on the bar."""
-        record = self.log(train_metrics(output, self.state, self.first_step, self.started))
-        self.bar.update(self.task, loss=f"{record['loss']:.1f} nats/img (rec {record['reconstruction']:.1f}, "
-                                        f"kl {record['kl']:.1f})")
+        record = self.log(train_metrics(output, self.kind, self.state, self.first_step, self.started))
+        self.bar.update(self.task, loss=self.kind.progress_text(record))
 
     def log(self, record: dict) -> dict:
         """Add the step, epoch and time to ``record``, append it to metrics.jsonl and keep it as ``last``."""
@@ -317,8 +312,11 @@ def make_optimizer(model, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def train_step(model, optimizer, x: torch.Tensor, clip: float):
-    """One Adam step on the mean negative bound; a non-finite loss or gradient skips the update.
+def train_step(model, optimizer, x, clip: float):
+    """One Adam step on the mean of ``model(x).loss``; a non-finite loss or gradient skips the update.
+
+    ``model(x).loss`` is the negative bound per image for DRAW, the cross-entropy per image for a
+    classifier (``kind.trainable(model)``, with x = (images, labels)).
 
     Returns the output and whether the step was finite, as a 0-dim tensor on the device. With fused
     Adam the skip happens on the device too (its ``found_inf``), so nothing here waits for the step.
@@ -340,8 +338,7 @@ def train_step(model, optimizer, x: torch.Tensor, clip: float):
     return output, finite
 
 
-def train_metrics(output, state: RunState, first_step: int, started: float) -> dict:
-    rec, kl = distributed.mean_over_ranks(output.reconstruction.mean(), output.kl.sum(1).mean())
-    return {"split": "train", "loss": rec + kl, "reconstruction": rec, "kl": kl,
+def train_metrics(output, kind, state: RunState, first_step: int, started: float) -> dict:
+    return {"split": "train", **kind.train_metrics(output),
             "steps_per_s": (state.step - first_step) / max(time.perf_counter() - started, 1e-9),
             "skipped_steps": state.skipped_steps}

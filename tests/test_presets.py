@@ -120,7 +120,7 @@ def test_the_option_table_fills_every_config_field_the_command_line_sets():
 
 #: every option a preset may set, at a value that is no default, and where it must land
 EVERYTHING = {
-    "dataset": "image-folder", "dataset_opt": ["path=pics"], "image_size": 12, "grayscale": True,
+    "task": "classify", "dataset": "image-folder", "dataset_opt": ["path=pics"], "image_size": 12, "grayscale": True,
     "encoder": "cnn", "attention": "none", "glimpses": 3, "hidden": 16, "z_dim": 4, "read_size": 3,
     "write_size": 4, "encoder_opt": ["channels=4"], "attention_opt": ["sharpness=2"], "likelihood": "logistic",
     "binarize": "threshold", "batch_size": 7, "epochs": 3, "max_steps": 5, "lr": 0.02, "clip": 2.5, "seed": 7,

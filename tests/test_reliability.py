@@ -24,6 +24,7 @@ from drawkit.errors import DrawkitError
 from drawkit.likelihoods import Bernoulli
 from drawkit.model import DrawConfig, build_model
 from drawkit.registry import get_registry
+from drawkit.tasks import Generate
 from drawkit.train import Interrupted, TrainConfig, resume_configs, train, train_step
 from drawkit_plugins.filterbank import filterbank, read_patch, window_from_params, write_patch
 
@@ -339,11 +340,11 @@ def test_keep_two_leaves_two_numbered_checkpoints_beside_newest_and_best(data, t
 def test_best_holds_the_lowest_validation_bound(data, tmp_path, monkeypatch):
     bounds = iter([5.0, 3.0, 4.0, 6.0])
 
-    def scripted_bound(model, x, batch_size):
+    def scripted_bound(kind, model, x, batch_size):
         value = next(bounds)
         return {"nll_bound": value, "reconstruction": value, "kl": 0.0, "bits_per_dim": 0.0, "n_images": len(x)}
 
-    monkeypatch.setattr(train_module, "variational_bound", scripted_bound)
+    monkeypatch.setattr(Generate, "validate", scripted_bound)  # what training validates a DRAW model with
     run(tmp_path, epochs=4)
     best = read_checkpoint(tmp_path / "best.pt")
     assert best["step"] == 2 * STEPS_PER_EPOCH
