@@ -8,6 +8,10 @@ the 60,000 training images in file order, then for the 10,000 test images; a pix
 u < value / 255. Training images 1-50,000 are train, 50,001-60,000 valid, the test images test.
 The derived tensors are cached (bit-packed, about 7 MB). ``source`` says which one was loaded:
 numbers on the two are not interchangeable.
+
+Labels: the derived set's are MNIST's labels of the same rows (cached too). Larochelle & Murray's
+files carry none, and their rows are not assumed to follow MNIST's order, so that source has no
+labels: ``num_classes`` and ``load_labels`` refuse it, pointing at source=derived.
 """
 from pathlib import Path
 
@@ -25,6 +29,9 @@ SOURCES = ("auto", "larochelle-murray", "derived")
 URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{split}.amat"
 PIXELS = 28 * 28
 SPLITS = ("train", "valid", "test")
+NO_LABELS = ("Larochelle & Murray's .amat files carry no labels, and drawkit does not assume their rows follow "
+             "MNIST's order; --dataset-opt source=derived gives the binarization derived from MNIST, "
+             "with MNIST's labels")
 
 
 def amat_name(split: str) -> str:
@@ -110,10 +117,34 @@ class BinarizedMNIST:
         self.wanted, self.seed = source, check_whole_number("binarized-mnist option seed", seed, least=0)
         self.source = None  # set by load: "larochelle-murray" or "derived-from-mnist (seed N)"
 
+    @property
+    def num_classes(self):
+        """10 (MNIST's digits) for the derived set; None for Larochelle & Murray's, which has no labels.
+
+        With source=auto the source is known once a split is loaded; before that 10 is assumed,
+        and load_labels refuses if the .amat files turn out to be there.
+        """
+        return None if self.no_labels_reason else 10
+
+    @property
+    def no_labels_reason(self):
+        if self.wanted == "larochelle-murray" or self.source == "larochelle-murray":
+            return NO_LABELS
+        return None
+
+    def load_labels(self, split: str, root: Path, download: bool) -> torch.Tensor:
+        """MNIST's labels of the rows the derived set was made from; refused for the .amat files."""
+        if self.wanted == "larochelle-murray" or (self.wanted == "auto" and amat_folder(root) is not None):
+            raise DrawkitError(f"binarized-mnist: {NO_LABELS}")
+        try:
+            labels = cached("binarized-mnist", "derived-labels.pt", {"labels": "mnist"},
+                            lambda: {s: MNIST().load_labels(s, root, download).to(torch.uint8) for s in SPLITS})
+        except DataNotFound as exc:
+            raise DataNotFound(f"MNIST, whose labels the derived set has, {exc}") from None
+        return labels[split].long()
+
     def load(self, split: str, root: Path, download: bool) -> torch.Tensor:
-        folder = amat_folder(root) if self.wanted != "derived" else None
-        if folder is None and self.wanted == "larochelle-murray":
-            folder = self._fetch(root, download)
+        folder = self._amat(root, download)
         if folder is not None:
             self.source = "larochelle-murray"
             return read_amat(folder / amat_name(split))
@@ -126,6 +157,13 @@ class BinarizedMNIST:
                 f"{amat_name('{train,valid,test}')} not found in {root} or {root / 'binarized_mnist'}, and ")
             raise DataNotFound(f"{looked}MNIST to derive them from {exc}") from None
         return unpack(packed[split])
+
+    def _amat(self, root: Path, download: bool):
+        """The folder of the .amat files to read, or None for the derived set."""
+        folder = amat_folder(root) if self.wanted != "derived" else None
+        if folder is None and self.wanted == "larochelle-murray":
+            folder = self._fetch(root, download)
+        return folder
 
     def _fetch(self, root: Path, download: bool) -> Path:
         where = f"{root} or {root / 'binarized_mnist'}"

@@ -8,6 +8,11 @@ skipped and counted once. Splits are fixed by a hash of each file's path under t
 (about 90 / 5 / 5), so adding pictures never moves the others between splits; valid and test
 get at least one picture each when there are three or more, and fewer than three are used for
 every split.
+
+Labels: when every picture lies in a sub-folder of the folder (at any depth below it), the
+sub-folders directly under the folder are the classes, numbered in sorted order of their names;
+a picture's label is the class of the sub-folder it lies under. Only sub-folders holding at least
+one picture file count. Pictures directly in the folder, or a single sub-folder, mean no labels.
 """
 import hashlib
 from pathlib import Path
@@ -23,6 +28,7 @@ from drawkit.progress import stderr
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 TRAIN_SHARE, VALID_SHARE = 0.90, 0.05  # test takes the rest
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+SPLITS = ("train", "valid", "test")
 
 
 def find_pictures(folder: Path) -> list[Path]:
@@ -100,20 +106,66 @@ class ImageFolder:
         self.size, self.grayscale = image_size, flag(grayscale, "grayscale")
         self.image_shape = (1 if self.grayscale else 3, image_size, image_size)
         self.source = f"image folder {self.path}"
+        self._files = None   # the picture files found, listed once so images, labels and classes agree
         self._splits = None  # split -> uint8 (N, C, size, size), read once for all splits
+        self._labels = None  # split -> long (N,), or None without classes
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names (sub-folders holding pictures, sorted); empty when the folder has no labels."""
+        return [] if self._why_no_labels() else sorted({self._class_of(f) for f in self._pictures()})
+
+    @property
+    def num_classes(self):
+        return len(self.classes) or None
+
+    @property
+    def no_labels_reason(self):
+        return self._why_no_labels()
 
     def load(self, split: str, root: Path, download: bool) -> torch.Tensor:
         if self._splits is None:
-            self._splits = self._read()
+            self._splits, self._labels = self._read()
         return self._splits[split]
 
-    def _read(self) -> dict:
-        files = find_pictures(self.path)
+    def load_labels(self, split: str, root: Path, download: bool) -> torch.Tensor:
+        reason = self._why_no_labels()
+        if reason:
+            raise DrawkitError(f"image-folder has no labels: {reason}")
+        self.load(split, root, download)
+        return self._labels[split]
+
+    def _pictures(self) -> list[Path]:
+        if self._files is None:
+            self._files = find_pictures(self.path)
+        return self._files
+
+    def _class_of(self, file: Path) -> str:
+        return file.relative_to(self.path).parts[0]
+
+    def _why_no_labels(self):
+        """Why the pictures have no classes, or None when they have."""
+        files = self._pictures()
+        if not files:
+            return f"it found no pictures in {self.path}"
+        loose = [f for f in files if len(f.relative_to(self.path).parts) == 1]
+        if loose:
+            return (f"{len(loose)} of its {len(files)} pictures lie directly in {self.path} (first: "
+                    f"{loose[0].name}); put each class's pictures in a sub-folder named after it")
+        classes = {self._class_of(f) for f in files}
+        if len(classes) == 1:
+            return (f"all its pictures lie in one sub-folder of {self.path} ({classes.pop()}), so there is one "
+                    f"class; put each class's pictures in a sub-folder named after it")
+        return None
+
+    def _read(self) -> tuple:
+        files = self._pictures()
         if not files:
             raise DrawkitError(f"image-folder found no pictures in {self.path} or its subfolders; put "
                                f"{', '.join(e[1:].upper() for e in EXTENSIONS[:4])}... files there or pass "
                                f"another --dataset-opt path=DIR")
         names, arrays, skipped = [], [], []
+        classes = {name: i for i, name in enumerate(self.classes)}
         for file in files:
             try:
                 arrays.append(read_picture(file, self.size, self.grayscale))
@@ -129,11 +181,14 @@ class ImageFolder:
             stderr.print(f"image-folder: skipped {len(skipped)} of {len(files)} files in {self.path} that could not "
                          f"be read as pictures (first: {first})", highlight=False, soft_wrap=True)
         images = torch.from_numpy(np.stack(arrays))  # (N, C, size, size)
+        labels = torch.tensor([classes[name.split("/")[0]] for name in names]) if classes else None  # long (N,)
         if len(arrays) < 3:
             stderr.print(f"image-folder: only {len(arrays)} picture(s) in {self.path}: train, valid and test "
                          f"all use them", highlight=False, soft_wrap=True)
-            return dict.fromkeys(("train", "valid", "test"), images)
-        return {split: images[torch.tensor(indices)] for split, indices in split_of(names).items()}
+            return dict.fromkeys(SPLITS, images), dict.fromkeys(SPLITS, labels)
+        splits = {split: torch.tensor(indices) for split, indices in split_of(names).items()}
+        return ({split: images[index] for split, index in splits.items()},
+                {split: None if labels is None else labels[index] for split, index in splits.items()})
 
 
 @hookimpl

@@ -6,6 +6,11 @@ digits, so no test digit is ever seen in training. Each split is drawn from its 
 seeded from (data set, seed, split), and cached; the same options give the same tensors.
 Overlapping strokes combine by maximum. Sizes: ``size`` training images, and size // 5 each
 for valid and test (50,000 / 10,000 / 10,000 by default).
+
+cluttered-mnist is labelled: an image's label is MNIST's label of its one whole digit (the
+clutter fragments do not count), taken from the digit index drawn for the image itself, so the
+images are the same as without labels; images and labels are cached together. multi-mnist has
+no labels: two digits per image, which one label cannot name.
 """
 import hashlib
 from pathlib import Path
@@ -66,6 +71,12 @@ def cluttered(source: torch.Tensor, n: int, canvas: int, clutter: int, fragment:
     Crops come from inside the 20x20 box where MNIST's strokes lie (rows and columns 4..23), so
     few are blank; each lands wholly inside the canvas.
     """
+    return cluttered_with_picks(source, n, canvas, clutter, fragment, g)[0]
+
+
+def cluttered_with_picks(source: torch.Tensor, n: int, canvas: int, clutter: int, fragment: int,
+                         g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cluttered``'s images and, for each, the index into ``source`` of its whole digit: long (n,)."""
     picks = torch.randint(len(source), (n,), generator=g)
     corners = torch.randint(canvas - DIGIT + 1, (n, 2), generator=g)
     others = (picks[:, None] + torch.randint(1, len(source), (n, clutter), generator=g)) % len(source)
@@ -79,7 +90,7 @@ def cluttered(source: torch.Tensor, n: int, canvas: int, clutter: int, fragment:
             pieces = crop(source[others[part, k]], crop_corners[part, k, 0], crop_corners[part, k, 1], fragment)
             paste_max(out[part], pieces, places[part, k, 0], places[part, k, 1])
         paste_max(out[part], source[picks[part]], corners[part, 0], corners[part, 1])
-    return out
+    return out, picks
 
 
 class SyntheticMNIST:
@@ -88,6 +99,7 @@ class SyntheticMNIST:
     name = ""
     default_binarize = "sample"  # grey strokes as in MNIST: a fresh binarization each time an image is used
     default_likelihood = "bernoulli"
+    labelled = False  # True: each image is labelled by the digit draw() picked for it, cached with the images
 
     def __init__(self, seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, canvas: int = None):
         self.seed = check_whole_number(f"{self.name} option seed", seed, least=0)
@@ -101,23 +113,32 @@ class SyntheticMNIST:
         return self.size if split == "train" else max(1, self.size // 5)
 
     def load(self, split: str, root: Path, download: bool) -> torch.Tensor:
+        return self.made(split, root, download)["images"].unsqueeze(1)  # (N, 1, canvas, canvas)
+
+    def made(self, split: str, root: Path, download: bool) -> dict:
+        """The cached tensors of a split ("images", and "labels" for a labelled set), made when missing."""
         key = {"seed": self.seed, "split": split, "n": self.split_size(split), **self.key()}
         filename = "-".join(f"{k}{v}" for k, v in key.items()) + ".pt"
 
         def make() -> dict:
             try:
-                digits = MNIST().load(split, root, download)[:, 0]      # (M, 28, 28) uint8
+                mnist = MNIST()
+                digits = mnist.load(split, root, download)[:, 0]       # (M, 28, 28) uint8
+                labels = mnist.load_labels(split, root, download) if self.labelled else None  # (M,)
             except DataNotFound as exc:
                 raise DataNotFound(f"MNIST, which it is made from, {exc}") from None
             g = split_generator(self.name, self.seed, split)
-            return {"images": self.draw(digits, self.split_size(split), g)}
+            images, picks = self.draw(digits, self.split_size(split), g)
+            return {"images": images, **({"labels": labels[picks].to(torch.uint8)} if self.labelled else {})}
 
-        return cached(self.name, filename, key, make)["images"].unsqueeze(1)  # (N, 1, canvas, canvas)
+        # a labelled set's files also hold labels: its key says so, so files made without them are made again
+        return cached(self.name, filename, {**key, **({"labels": "digit"} if self.labelled else {})}, make)
 
     def key(self) -> dict:
         return {"canvas": self.canvas}
 
-    def draw(self, digits: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
+    def draw(self, digits: torch.Tensor, n: int, g: torch.Generator) -> tuple:
+        """(images uint8 (n, canvas, canvas), the index into ``digits`` that labels each image, or None)."""
         raise NotImplementedError
 
 
@@ -126,9 +147,10 @@ class MultiMNIST(SyntheticMNIST):
 
     name = "multi-mnist"
     default_canvas = 60
+    no_labels_reason = "each image holds two digits, which one label per image cannot name"
 
     def draw(self, digits, n, g):
-        return two_digits(digits, n, self.canvas, g)
+        return two_digits(digits, n, self.canvas, g), None
 
 
 class ClutteredMNIST(SyntheticMNIST):
@@ -136,6 +158,8 @@ class ClutteredMNIST(SyntheticMNIST):
 
     name = "cluttered-mnist"
     default_canvas = 100
+    labelled = True
+    num_classes = 10  # the digit placed whole; the clutter fragments do not count
 
     def __init__(self, seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, canvas: int = None,
                  clutter: int = 8, fragment: int = 8):
@@ -150,7 +174,11 @@ class ClutteredMNIST(SyntheticMNIST):
         return {"canvas": self.canvas, "clutter": self.clutter, "fragment": self.fragment}
 
     def draw(self, digits, n, g):
-        return cluttered(digits, n, self.canvas, self.clutter, self.fragment, g)
+        return cluttered_with_picks(digits, n, self.canvas, self.clutter, self.fragment, g)
+
+    def load_labels(self, split: str, root: Path, download: bool) -> torch.Tensor:
+        """MNIST's label of each image's whole digit: long (N,), made and cached with the images."""
+        return self.made(split, root, download)["labels"].long()
 
 
 @hookimpl

@@ -7,6 +7,10 @@ Splits (valid is always cut from the end of the training set, so test stays the 
 - cifar10: 45,000 / 5,000 / 10,000, 3x32x32 (``root/cifar-10-batches-py/``, the python pickle
   batches). The batches are read here rather than by torchvision's class, which insists on the
   published checksums; torchvision only downloads them.
+
+All three are labelled with 10 classes, split exactly as their images: fashion-mnist's clothing
+kinds, svhn's digits (torchvision gives the digit 0 the label 0, where the .mat files say 10),
+cifar10's object classes.
 """
 import importlib
 import pickle
@@ -46,14 +50,22 @@ class FashionMNIST:
     default_binarize = "none"
     default_likelihood = "logistic"
     valid_size = 10_000
+    num_classes = 10  # T-shirt/top, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot
 
     def load(self, split: str, root: Path, download: bool) -> torch.Tensor:
+        images = self.read(split, root, download).data.unsqueeze(1)  # uint8 (N, 1, 28, 28)
+        return images if split == "test" else split_off_valid(images, split, self.valid_size)
+
+    def load_labels(self, split: str, root: Path, download: bool) -> torch.Tensor:
+        labels = self.read(split, root, download).targets.long()    # (N,) 0..9
+        return labels if split == "test" else split_off_valid(labels, split, self.valid_size)
+
+    @staticmethod
+    def read(split: str, root: Path, download: bool):
         from torchvision.datasets import FashionMNIST as Torchvision
 
-        data = fetch(root / "FashionMNIST" / "raw", download, "Fashion-MNIST",
+        return fetch(root / "FashionMNIST" / "raw", download, "Fashion-MNIST",
                      lambda download: Torchvision(str(root), train=split != "test", download=download))
-        images = data.data.unsqueeze(1)  # uint8 (N, 1, 28, 28)
-        return images if split == "test" else split_off_valid(images, split, self.valid_size)
 
 
 class SVHN:
@@ -62,8 +74,20 @@ class SVHN:
     image_shape = (3, 32, 32)
     default_binarize = "none"
     default_likelihood = "logistic"
+    num_classes = 10  # the digit, 0..9
 
     def load(self, split: str, root: Path, download: bool) -> torch.Tensor:
+        images = torch.from_numpy(self.read(split, root, download).data)  # uint8 (N, 3, 32, 32)
+        return images if split == "test" else split_off_valid(images, split, len(images) // 10)
+
+    def load_labels(self, split: str, root: Path, download: bool) -> torch.Tensor:
+        labels = torch.as_tensor(np.asarray(self.read(split, root, download).labels), dtype=torch.long).view(-1)
+        labels = torch.where(labels == 10, 0, labels)  # the .mat files' 10 is the digit 0 (torchvision maps it too)
+        return labels if split == "test" else split_off_valid(labels, split, len(labels) // 10)
+
+    @staticmethod
+    def read(split: str, root: Path, download: bool):
+        """torchvision's SVHN for the train or test file; scipy is asked for before anything is fetched."""
         from torchvision.datasets import SVHN as Torchvision
 
         part = "test" if split == "test" else "train"
@@ -77,11 +101,7 @@ class SVHN:
             if (root / filename).is_file() or download:
                 raise DrawkitError(SCIPY_HINT)
             raise DataNotFound(f"{filename} not found in {root} and downloads are off; also, {SCIPY_HINT}")
-        data = fetch(root, download, filename, lambda download: Torchvision(str(root), split=part, download=download))
-        images = torch.from_numpy(data.data)  # uint8 (N, 3, 32, 32)
-        if split == "test":
-            return images
-        return split_off_valid(images, split, len(images) // 10)
+        return fetch(root, download, filename, lambda download: Torchvision(str(root), split=part, download=download))
 
 
 class CIFAR10:
@@ -94,15 +114,25 @@ class CIFAR10:
     folder = "cifar-10-batches-py"
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
     test_files = ("test_batch",)
+    num_classes = 10  # airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck
 
     def load(self, split: str, root: Path, download: bool) -> torch.Tensor:
-        files = self.test_files if split == "test" else self.train_files
+        images = torch.from_numpy(np.concatenate([read_batch(path) for path in self.files(split, root, download)]))
+        return images if split == "test" else split_off_valid(images, split, self.valid_size)  # (N, 3, 32, 32)
+
+    def load_labels(self, split: str, root: Path, download: bool) -> torch.Tensor:
+        labels = torch.from_numpy(np.concatenate([read_batch_labels(path)
+                                                  for path in self.files(split, root, download)]))
+        return labels if split == "test" else split_off_valid(labels, split, self.valid_size)  # long (N,)
+
+    def files(self, split: str, root: Path, download: bool) -> list:
+        """The batch files of a split, in order, downloaded first when missing and allowed."""
+        names = self.test_files if split == "test" else self.train_files
         where = root / self.folder
-        missing = [name for name in files if not (where / name).is_file()]
+        missing = [name for name in names if not (where / name).is_file()]
         if missing:
             self._download(root, where, download, missing)
-        images = torch.from_numpy(np.concatenate([read_batch(where / name) for name in files]))  # (N, 3, 32, 32)
-        return images if split == "test" else split_off_valid(images, split, self.valid_size)
+        return [where / name for name in names]
 
     def _download(self, root: Path, where: Path, download: bool, missing: list) -> None:
         from torchvision.datasets import CIFAR10 as Torchvision
@@ -113,11 +143,20 @@ class CIFAR10:
 
 def read_batch(path: Path) -> np.ndarray:
     """One CIFAR-10 python batch -> uint8 (N, 3, 32, 32). It is a pickle, as torchvision reads it: trust the folder."""
+    return batch_entry(path, "data", lambda data: np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
+
+
+def read_batch_labels(path: Path) -> np.ndarray:
+    """The labels of one CIFAR-10 python batch -> int64 (N,), 0..9, in the order of its images."""
+    return batch_entry(path, "labels", lambda labels: np.asarray(labels, dtype=np.int64).reshape(-1))
+
+
+def batch_entry(path: Path, key: str, convert):
+    """``convert(batch[key])`` of a CIFAR-10 pickle (keys are text or bytes); a broken file is one line."""
     try:
         with path.open("rb") as f:
             batch = pickle.load(f, encoding="latin1")
-        data = np.asarray(batch["data"] if "data" in batch else batch[b"data"], dtype=np.uint8)
-        return data.reshape(-1, 3, 32, 32)
+        return convert(batch[key] if key in batch else batch[key.encode()])
     except Exception as exc:  # truncated download, wrong file
         raise DrawkitError(f"{path} is not a CIFAR-10 python batch ({type(exc).__name__}); delete "
                            f"{path.parent} and download it again") from None
