@@ -140,12 +140,13 @@ class Classify:
 
     def configure(self, options, dataset, name: str, registry) -> ClassifierConfig:
         """`drawkit train`'s options (a DrawConfig) or a resumed run's ClassifierConfig, completed."""
-        classes = num_classes(dataset, name)
         if isinstance(options, DrawConfig):
             for field, unset in GENERATION_ONLY.items():
                 if getattr(options, field) != unset:
                     raise DrawkitError(f"--{field.replace('_', '-')} is for --task generate; a classifier has no "
                                        f"latent, canvas or likelihood: leave it out with --task classify")
+        classes = num_classes(dataset, name)
+        if isinstance(options, DrawConfig):
             options = self.from_options(options, classes)
         elif options.num_classes != classes:
             raise DrawkitError(f"dataset '{name}' now has {classes} classes, but this run's classifier was "
