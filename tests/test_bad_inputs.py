@@ -171,6 +171,12 @@ BAD_INPUTS = [
     case(["plugins", "--verbose"], expect="No such option: --verbose"),
     case(["plugins", "lstm"], expect=("unexpected extra argument", "(lstm)")),
     case(["trian"], expect=("No such command 'trian'", "Did you mean 'train'?")),
+    case(TRAIN, "--task", "clasify", expect="unknown --task 'clasify'; choose one of: generate, classify"),
+    case(["train", "--task", "classify", *PICTURES, "--glimpses", "2", "--hidden", "8", "--batch-size", "8",
+          "--no-progress", "--out", "{scratch}/run"],
+         expect=("dataset 'image-folder' has no labels", "--task classify cannot use it")),
+    case(TRAIN, "--task", "classify", expect="--z-dim is for --task generate"),  # TRAIN sets --z-dim
+    case(RESUME, "--task", "classify", expect="--task cannot change when resuming"),
 ]
 
 
