@@ -301,7 +301,9 @@ def presets() -> None:
     for column in ("name", "what", "options"):
         table.add_column(column)
     for name, (what, options) in PRESETS.items():
-        table.add_row(name, escape(what), escape(" ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())))
+        flags = [f"--{k.replace('_', '-')} {value}" for k, v in options.items()
+                 for value in (v if isinstance(v, list) else [v])]  # a repeatable option: once per value
+        table.add_row(name, escape(what), escape(" ".join(flags)))
     Console(soft_wrap=False, width=max(Console().width, 120)).print(table)
 
 
