@@ -460,17 +460,18 @@ def visualize_attention(
     indices: Annotated[Optional[str], typer.Option(help="Images of --split by number, e.g. 3,17,42.")] = None,
     image: Annotated[Optional[list[str]], typer.Option(help="A picture file of any size (repeatable).")] = None,
     invert: Annotated[bool, typer.Option(help="--image is dark on light: invert it.")] = False,
-    generate: Annotated[bool, typer.Option(help="Trace generation from the prior: write box only.")] = False,
+    generate: Annotated[bool, typer.Option(help="Trace generation from the prior: write box only (DRAW checkpoints).")] = False,
     seed: Annotated[int, typer.Option(help="Random seed (binarization and z).")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     scale: Annotated[int, typer.Option(help="Upscale factor (nearest neighbour).")] = 3,
     fps: Annotated[float, typer.Option(help="Frames (glimpses) per second.")] = 12,
     loop: Annotated[int, typer.Option(help="How many times the GIF plays; 0 = forever.")] = 0,
-    hold_last: Annotated[int, typer.Option(help="Extra frames showing the final canvas.")] = 12,
+    hold_last: Annotated[int, typer.Option(help="Extra frames showing the final canvas (a classifier: the final prediction and label).")] = 12,
     strip: Annotated[Optional[str], typer.Option(help="Also a PNG: every glimpse in one row, a row per input.")] = None,
     data_dir: Annotated[Optional[str], typer.Option(help="Data root (else the run's, $DRAWKIT_DATA, ...).")] = None,
 ) -> None:
-    """GIF of DRAW reading (read box on the input) and writing (write box on the canvas), one frame per glimpse."""
+    """GIF of DRAW reading (read box on the input) and writing (write box on the canvas), one frame per glimpse;
+    for a classifier, the read box and the most likely class with its probability after each glimpse."""
     from drawkit.visualize import visualize_attention as run_visualize
 
     result = run_visualize(checkpoint, out=out, n=n, split=split, indices=indices, images=image or (),
@@ -487,7 +488,8 @@ def plot(
     run: Annotated[str, typer.Option(help="Run folder (the --out of 'drawkit train').")],
     out: Annotated[Optional[str], typer.Option(help="PNG to write (default: RUN/curves.png).")] = None,
 ) -> None:
-    """Loss curves: train and validation bound (nats/image) per step, from RUN/metrics.jsonl."""
+    """Loss curves: train and validation bound (nats/image) per step, from RUN/metrics.jsonl; for a classifier,
+    the training cross-entropy and the error rates (%)."""
     from drawkit.curves import plot_curves
 
     typer.echo(f"wrote {plot_curves(run, out)}")

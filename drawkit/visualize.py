@@ -1,18 +1,25 @@
-"""Attention traces: a GIF (and a strip) of the read box sweeping the input and the write box drawing."""
+"""Attention traces: a GIF (and a strip) of the read box sweeping the input and the write box drawing.
+
+On a classifier's checkpoint the trace is its glimpses instead: the read box over each input and,
+under it, the most likely class and its probability after every glimpse; the held last frames show
+the final prediction beside the true label (when the inputs come from the data set) and mark wrong ones.
+"""
 from dataclasses import replace
 from typing import Optional, Sequence
 
 import torch
 
 from drawkit.checkpoint import load_model
+from drawkit.data import load_labels, trained_data_dir
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError
 from drawkit.frames import Style, trace_frames, trace_strip
-from drawkit.inputs import choose_inputs
+from drawkit.inputs import choose_inputs, parse_indices
 from drawkit.outputs import output_path
 from drawkit.registry import get_registry
 from drawkit.render import check_gif_options, save_gif, save_png
-from drawkit.trace import has_windows, trace_generation, trace_reconstruction
+from drawkit.tasks import task_of
+from drawkit.trace import has_windows, trace_classification, trace_generation, trace_reconstruction
 
 
 def visualize_attention(checkpoint, out="attention.gif", n: int = 16, split: str = "test",
@@ -29,7 +36,10 @@ def visualize_attention(checkpoint, out="attention.gif", n: int = 16, split: str
     out = output_path(out, "--out")
     strip = output_path(strip, "--strip") if strip else None
     registry = get_registry()
-    model, payload = load_model(checkpoint, registry, resolve_device(device))
+    model, payload = load_model(checkpoint, registry, resolve_device(device),
+                                drawing="visualize-attention --generate" if generate else None)
+    kind = task_of(payload.get("model_config"))
+    notes = []
     if generate:
         torch.manual_seed(seed)
         trace = trace_generation(model, n)
@@ -37,7 +47,11 @@ def visualize_attention(checkpoint, out="attention.gif", n: int = 16, split: str
         x = choose_inputs(payload, registry, model.config.image_shape, n=n, split=split, indices=indices,
                           images=images, invert=invert, seed=seed, data_dir=data_dir)  # (B, C, H, W)
         torch.manual_seed(seed)
-        trace = trace_reconstruction(model, x)
+        if kind.generative:
+            trace = trace_reconstruction(model, x)
+        else:
+            labels = None if images else _labels(payload, registry, n, split, indices, data_dir, notes)
+            trace = trace_classification(model, x, labels)
     style = Style(scale=scale)
     frames = trace_frames(trace, style, hold_last=hold_last)
     save_gif(frames, out, fps=fps, loop=loop)
@@ -46,6 +60,24 @@ def visualize_attention(checkpoint, out="attention.gif", n: int = 16, split: str
         save_png(trace_strip(trace, replace(style, levels=None)), strip)
         written["strip"] = str(strip)
     if not has_windows(model):
-        written["note"] = (f"attention '{model.config.attention}' has no read or write window, so there is "
-                           f"nothing to trace; the GIF shows the canvas only")
+        shown = "the canvas only" if kind.generative else "the inputs and predictions only"
+        notes.insert(0, f"attention '{model.config.attention}' has no read or write window, so there is "
+                        f"nothing to trace; the GIF shows {shown}")
+    written["note"] = "; ".join(notes) or None
     return written
+
+
+def _labels(payload: dict, registry, n: int, split: str, indices: Optional[str], data_dir: Optional[str],
+            notes: list) -> Optional[torch.Tensor]:
+    """The true classes (B,) of the images choose_inputs took from the data set, in its order; None (and a
+    note) when the data set cannot give them: the picture is still drawn, without labels."""
+    train_config = payload.get("train_config", {})
+    name = train_config["dataset"]  # choose_inputs has refused a checkpoint without one
+    dataset = registry.get("dataset", name).create(train_config.get("dataset_options"))
+    try:
+        labels = load_labels(dataset, name, split, data_dir or trained_data_dir(train_config))
+    except DrawkitError as exc:
+        notes.append(f"no true labels shown: {exc}")
+        return None
+    chosen = parse_indices(indices) or list(range(min(n, len(labels))))
+    return labels[torch.tensor(chosen)]
