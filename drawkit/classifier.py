@@ -184,9 +184,12 @@ def _freeze_unused(model: Classifier) -> None:
     """Freeze what a classification never reaches (the attention's write): every trainable parameter then
     gets a gradient each step, which DistributedDataParallel requires. One forward of a blank image finds them."""
     trainable = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training
+    model.eval()  # the probe must not move a plugin's running statistics (batch norm) or draw dropout masks
     with torch.enable_grad():
         logits = model(torch.zeros(1, *model.config.image_shape))
         grads = torch.autograd.grad(logits.sum(), trainable, allow_unused=True)
+    model.train(was_training)
     for parameter, grad in zip(trainable, grads):
         if grad is None:
             parameter.requires_grad_(False)
