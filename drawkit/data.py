@@ -62,14 +62,19 @@ def downloads_allowed() -> bool:
     return os.environ.get(ENV_OFFLINE, "").lower() not in ("1", "true", "yes")
 
 
-def load_split(dataset, name: str, split: str, data_dir: Optional[str] = None) -> torch.Tensor:
-    """One split of a registered dataset as a tensor (N, C, H, W), with a clear error when it is missing."""
+def _read_from_plugin(read, name: str, split: str, data_dir: Optional[str], what: str = ""):
+    """``read(split, root, download)`` of a dataset plugin, its DataNotFound told with where drawkit looked."""
     root = resolve_data_root(data_dir)
     try:
-        images = dataset.load(split, root.path, download=downloads_allowed())
+        return read(split, root.path, download=downloads_allowed())
     except DataNotFound as exc:
-        raise DataNotFound(f"dataset '{name}': {exc} (data root {root.path}, from {root.source}); pass "
+        raise DataNotFound(f"dataset '{name}': {what}{exc} (data root {root.path}, from {root.source}); pass "
                            f"--data-dir DIR or set {ENV_DATA}=DIR to a folder holding it") from None
+
+
+def load_split(dataset, name: str, split: str, data_dir: Optional[str] = None) -> torch.Tensor:
+    """One split of a registered dataset as a tensor (N, C, H, W), with a clear error when it is missing."""
+    images = _read_from_plugin(dataset.load, name, split, data_dir)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(dataset.image_shape):
         raise DrawkitError(f"dataset '{name}' returned images of shape {tuple(images.shape)}, "
                            f"expected (N, {', '.join(map(str, dataset.image_shape))})")
@@ -108,12 +113,7 @@ def load_labels(dataset, name: str, split: str, data_dir: Optional[str] = None,
     Use ``load_labelled_split`` to get both at once.
     """
     classes = num_classes(dataset, name)
-    root = resolve_data_root(data_dir)
-    try:
-        labels = dataset.load_labels(split, root.path, download=downloads_allowed())
-    except DataNotFound as exc:
-        raise DataNotFound(f"dataset '{name}': labels {exc} (data root {root.path}, from {root.source}); pass "
-                           f"--data-dir DIR or set {ENV_DATA}=DIR to a folder holding it") from None
+    labels = _read_from_plugin(dataset.load_labels, name, split, data_dir, what="labels ")
     if not isinstance(labels, torch.Tensor):
         raise DrawkitError(f"dataset '{name}' returned {split} labels as {type(labels).__name__}; its plugin's "
                            f"load_labels must return a torch.long tensor (N,)")

@@ -160,13 +160,18 @@ def with_legend(body: np.ndarray, items: list, right: str = "", optional: str = 
     ``width``: at least this wide, so every frame of a GIF has the same size whatever its legend says.
     """
     width = max(body.shape[1], legend_width(items, right), width)
-    if width > body.shape[1]:
-        wide = np.empty((body.shape[0], width, 3), dtype=np.uint8)
-        wide[:] = GAP_BACKGROUND
-        left = (width - body.shape[1]) // 2
-        wide[:, left:left + body.shape[1]] = body
-        body = wide
-    return np.concatenate([legend(width, items, right, optional), body], axis=0)
+    return np.concatenate([legend(width, items, right, optional), centred(body, width, GAP_BACKGROUND)], axis=0)
+
+
+def centred(picture: np.ndarray, width: int, background) -> np.ndarray:
+    """``picture`` in the middle of a strip ``width`` wide (at least its own width) of ``background``."""
+    if width <= picture.shape[1]:
+        return picture
+    wide = np.empty((picture.shape[0], width, 3), dtype=np.uint8)
+    wide[:] = background
+    left = (width - picture.shape[1]) // 2
+    wide[:, left:left + picture.shape[1]] = picture
+    return wide
 
 
 # ---- frames ------------------------------------------------------------------------------------
@@ -281,13 +286,8 @@ def _classified_width(trace: Trace, style: Style) -> int:
 def _classified_cell(trace: Trace, i: int, t: int, style: Style, width: int, boxes: bool,
                      final: bool) -> np.ndarray:
     """Input i with the read box of glimpse t, over its caption (on WRONG_COLOUR when final and wrong)."""
-    image = panel(trace.inputs[i], style, _box_at(trace.read, t, i, READ_COLOUR) if boxes else ())
-    if width > image.shape[1]:
-        wide = np.empty((image.shape[0], width, 3), dtype=np.uint8)
-        wide[:] = PANEL_BACKGROUND
-        left = (width - image.shape[1]) // 2
-        wide[:, left:left + image.shape[1]] = image
-        image = wide
+    image = centred(panel(trace.inputs[i], style, _box_at(trace.read, t, i, READ_COLOUR) if boxes else ()),
+                    width, PANEL_BACKGROUND)
     background = WRONG_COLOUR if final and is_wrong(trace, i) else PANEL_BACKGROUND
     return np.concatenate([image, caption(width, _caption_lines(trace, i, t, final), background)], axis=0)
 

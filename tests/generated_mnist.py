@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fake_files import write_idx
+
 SIDE = 28
 TRAIN, TEST = 60_000, 10_000
 POINTS = 24  # pen positions along each stroke
@@ -35,11 +37,6 @@ def stroke_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.clip(ink, 0, 1) * 255).round().astype(np.uint8), (strokes - 2).astype(np.uint8)
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """IDX as MNIST ships it uncompressed: magic 2051 (images) or 2049 (labels), big-endian sizes, bytes."""
-    magic = 2051 if array.ndim == 3 else 2049
-    header = np.array([magic, *array.shape], dtype=">u4").tobytes()
-    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
 def write_mnist_folder(root: Path, seed: int = 0) -> Path:

@@ -19,6 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import GENERATED_DATA, assert_one_error_line, read_idx_images
+from picture_layout import LEGEND, MARGIN, cell_at, grid, has_colour
 from drawkit.checkpoint import load_model, read_checkpoint
 from drawkit.cli import app
 from drawkit.frames import (PANEL_BACKGROUND, READ_COLOUR, TEXT_COLOUR, WRONG_COLOUR, Style, caption, legend_width,
@@ -27,7 +28,7 @@ from drawkit.registry import get_registry
 from drawkit.trace import Trace
 
 GLIMPSES, SCALE = 3, 2
-SIDE, MARGIN, GAP, LEGEND, LINE = 28, 3, 4, 16, 12
+SIDE, LINE = 28, 12
 PANEL = (SIDE + 2 * MARGIN) * SCALE          # one image with its margin, screen pixels a side
 TWO_LINES = 2 * LINE + 2                     # caption: the guess, then the label (known labels)
 ONE_LINE = LINE + 2                          # caption of an --image file: the guess alone
@@ -72,21 +73,10 @@ def visualize(checkpoint: Path, *args: str):
     return runner.invoke(app, ["visualize-attention", "--checkpoint", str(checkpoint), "--scale", str(SCALE), *args])
 
 
-def grid(n: int, cell: tuple, ncol: int = 0) -> tuple[int, int]:
-    ncol = min(ncol or math.ceil(math.sqrt(n)), n)
-    return GAP + math.ceil(n / ncol) * (cell[0] + GAP), GAP + ncol * (cell[1] + GAP)
 
 
-def cell_at(frame: np.ndarray, body: tuple, cell: tuple, i: int, n: int, ncol: int = 0) -> np.ndarray:
-    ncol = min(ncol or math.ceil(math.sqrt(n)), n)
-    row, col = divmod(i, ncol)
-    top = LEGEND + GAP + row * (cell[0] + GAP)
-    left = (frame.shape[1] - body[1]) // 2 + GAP + col * (cell[1] + GAP)
-    return frame[top:top + cell[0], left:left + cell[1], :3]
 
 
-def has_colour(picture: np.ndarray, colour) -> bool:
-    return bool((picture[..., :3] == colour).all(axis=-1).any())
 
 
 def glimpses_of(checkpoint: Path, x: torch.Tensor) -> tuple[list, list]:

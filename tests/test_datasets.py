@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import pickle
-import struct
 import sys
 import types
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from fake_files import numbered, write_idx
 from drawkit.checkpoint import read_checkpoint
 from drawkit.cli import app
 from drawkit.data import load_split
@@ -207,19 +207,8 @@ def test_binarized_mnist_offline_error_names_both_sources(tmp_path, monkeypatch)
 # --- fashion-mnist, cifar10, svhn ---------------------------------------------------------------------
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """torchvision's uncompressed IDX layout: magic (0x08 = uint8, then the number of dimensions), sizes, bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def numbered(n: int, shape: tuple) -> np.ndarray:
-    """n images whose first two pixels spell their index, so splits can be checked image by image."""
-    images = np.zeros((n, *shape), dtype=np.uint8)
-    flat = images.reshape(n, -1)
-    flat[:, 0], flat[:, 1] = np.arange(n) % 256, np.arange(n) // 256
-    return images
 
 
 def test_fashion_mnist_from_idx_files(tmp_path):

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from conftest import NoisePictures
+from fake_files import numbered, write_idx
 from drawkit.data import load_labelled_split, load_labels, load_split, num_classes
 from drawkit.errors import DataNotFound, DrawkitError
 from drawkit.registry import get_registry
@@ -218,19 +219,8 @@ def test_larochelle_murray_files_have_no_labels_and_say_use_derived(tmp_path):
 # --- fashion-mnist, cifar10, svhn --------------------------------------------------------------------------
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """torchvision's uncompressed IDX layout: magic (0x08 = uint8, then the number of dimensions), sizes, bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def numbered(n: int, shape: tuple) -> np.ndarray:
-    """n images whose first two pixels spell their index, so each can be told from its pixels."""
-    images = np.zeros((n, *shape), dtype=np.uint8)
-    flat = images.reshape(n, -1)
-    flat[:, 0], flat[:, 1] = np.arange(n) % 256, np.arange(n) // 256
-    return images
 
 
 def index_of(images: torch.Tensor) -> torch.Tensor:

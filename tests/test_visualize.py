@@ -5,7 +5,6 @@ margin of 3 image pixels, cells 4 screen pixels apart in a square-ish grid, a 16
 Inputs are the generated MNIST's digits binarized (pixels of 0 stay black, of 255 stay white).
 """
 import json
-import math
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -15,13 +14,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import GENERATED_DATA, read_idx_images
+from picture_layout import MARGIN, cell_at, frame_shape, grid, has_colour
 from drawkit.checkpoint import read_checkpoint
 from drawkit.cli import app
-from drawkit.frames import READ_COLOUR, WRITE_COLOUR, legend_width
+from drawkit.frames import READ_COLOUR, WRITE_COLOUR
 
 GLIMPSES = 3
 SIDE = 28                         # MNIST's images, pixels a side
-MARGIN, GAP, LEGEND = 3, 4, 16    # image pixels round each panel; screen pixels between cells; legend bar height
 PANEL = SIDE + 2 * MARGIN         # one panel at --scale 1
 TEST_IMAGES = GENERATED_DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
 runner = CliRunner()
@@ -60,28 +59,12 @@ def gif_frames(path: Path) -> tuple[int, list[int], dict]:
         return gif.n_frames, durations, info
 
 
-def has_colour(frame: np.ndarray, colour) -> bool:
-    return bool((frame[..., :3] == colour).all(axis=-1).any())
 
 
-def grid(n: int, cell: tuple, ncol: int = 0) -> tuple[int, int]:
-    """(height, width) of n cells of (h, w) laid out ncol a row (default: ceil(sqrt(n))), GAP round each."""
-    ncol = min(ncol or math.ceil(math.sqrt(n)), n)
-    return GAP + math.ceil(n / ncol) * (cell[0] + GAP), GAP + ncol * (cell[1] + GAP)
 
 
-def frame_shape(body: tuple, *legends) -> tuple[int, int, int]:
-    """The legend bar above the body; as wide as the body or the widest legend, whichever is wider."""
-    return LEGEND + body[0], max(body[1], *(legend_width(items, right) for items, right in legends)), 3
 
 
-def cell_at(frame: np.ndarray, body: tuple, cell: tuple, i: int, n: int, ncol: int = 0) -> np.ndarray:
-    """Cell i of a frame whose body (centred under the legend) is a grid of n cells."""
-    ncol = min(ncol or math.ceil(math.sqrt(n)), n)
-    row, col = divmod(i, ncol)
-    top = LEGEND + GAP + row * (cell[0] + GAP)
-    left = (frame.shape[1] - body[1]) // 2 + GAP + col * (cell[1] + GAP)
-    return frame[top:top + cell[0], left:left + cell[1], :3]
 
 
 def image_in(panel: np.ndarray, scale: int = 1) -> np.ndarray:
