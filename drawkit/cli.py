@@ -183,13 +183,13 @@ app = typer.Typer(cls=OneLineErrors, rich_markup_mode="rich", no_args_is_help=Tr
 
 @app.callback()
 def _startup(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (for bug reports).")] = False) -> None:
-    """Report plugins that failed to load or clashed, once, before any command runs."""
+    """Report plugins that failed to load, clashed or are wired wrong, once, before any command runs."""
     from drawkit.registry import get_registry
 
     if debug:
         os.environ["DRAWKIT_DEBUG"] = "1"
 
-    for problem in get_registry().problems:
+    for problem in get_registry(cli=app).problems:
         stderr.print(f"[yellow]Warning:[/] {problem}", highlight=False, soft_wrap=True)
 
 
@@ -406,20 +406,39 @@ def sample(
 
 
 @app.command()
-def plugins() -> None:
-    """List every registered encoder, attention and dataset, and the package that provided it."""
-    from drawkit.plugins import broken
-    from drawkit.registry import get_registry
+def plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the same as one JSON object.")] = False,
+) -> None:
+    """List every registered encoder, attention and dataset, then each plugin with its hooks and what it registered."""
+    from drawkit.registry import KINDS, get_registry
 
-    table = Table(title="drawkit plugins")
+    registry = get_registry(cli=app)
+    if as_json:
+        typer.echo(json.dumps(registry.as_dict(), indent=2))
+        return
+    parts = Table(title="drawkit plugins")
     for column in ("kind", "name", "package", "plugin", "description"):
-        table.add_column(column)
-    for reg in get_registry().all():
+        parts.add_column(column)
+    for reg in registry.all():
         package = f"{reg.package} {reg.version}".strip()
-        table.add_row(reg.kind, reg.name, package, reg.plugin, escape(reg.description))
-    for name, why in broken.items():
-        table.add_row("[red]broken[/]", name, "", name, escape(why))
-    Console(soft_wrap=False, width=max(Console().width, 120)).print(table)
+        parts.add_row(reg.kind, reg.name, package, reg.plugin, escape(reg.description))
+    by_plugin = Table(title="by plugin (one per entry point)")
+    for column in ("plugin", "package", "hooks", "registered", "status"):
+        by_plugin.add_column(column)
+    for key, info in registry.plugins.items():
+        package = f"{info.package} {info.version}".strip()
+        if info.broken:  # all its faults on one row
+            parts.add_row("[red]broken[/]", info.name, package, info.name,
+                          escape(registry.broken.get(key, info.problems[0])))
+        registered = "\n".join(f"{kind}: {', '.join(info.registered[kind])}" for kind in KINDS
+                                if info.registered[kind])
+        warned = len(info.problems)  # a name of it that another plugin had taken
+        status = ("[red]broken[/]" if info.broken else
+                  f"[yellow]{warned} warning{'s' if warned > 1 else ''}[/]" if warned else "ok")
+        by_plugin.add_row(info.name, package, "\n".join(info.hooks), escape(registered), status)
+    console = Console(soft_wrap=False, width=max(Console().width, 120))
+    console.print(parts)
+    console.print(by_plugin)
 
 
 @app.command()

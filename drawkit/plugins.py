@@ -21,11 +21,25 @@ class PluginSource:
     version: str = ""
 
 
+@dataclass(frozen=True)
+class NotLoaded:
+    """An entry point that is no plugin now: skipped because its name was taken, or its import failed."""
+
+    name: str             # the entry-point name
+    source: PluginSource
+    skipped: bool         # True: its name clashed; False: it failed to load
+
+
 #: plugin name -> where it came from; plugins registered in code have no entry here.
 sources: dict[str, PluginSource] = {}
 #: plugin name -> one line saying why it is broken: it failed to load or its name clashed (recorded here), or
-#: its hook raised or registered something invalid (kept up to date by drawkit.registry.get_registry).
+#: its hook raised, registered something invalid or nothing, or is wired wrong (kept up to date by
+#: drawkit.registry.get_registry).
 broken: dict[str, str] = {}
+#: key of `broken` -> the entry point behind it, for the entry points that failed to load or were skipped
+not_loaded: dict[str, NotLoaded] = {}
+#: warnings about loading as a whole: DRAWKIT_LOAD_PLUGINS naming a plugin that is not installed
+warnings: list[str] = []
 _loaded = False
 
 
@@ -40,28 +54,42 @@ def _entry_points():
 def load_plugins() -> None:
     """Import every entry point once; a plugin that fails is recorded, not fatal.
 
-    ``DRAWKIT_LOAD_PLUGINS`` (comma-separated entry point names) limits which load.
+    ``DRAWKIT_LOAD_PLUGINS`` (comma-separated entry point names) limits which load; a name there
+    that no installed package provides is warned about.
     """
     global _loaded
     if _loaded:
         return
     _loaded = True
+    entry_points = _entry_points()
     wanted = os.environ.get("DRAWKIT_LOAD_PLUGINS")
-    allowed = None if wanted is None else {n.strip() for n in wanted.split(",")}
-    for ep in _entry_points():
+    allowed = None if wanted is None else {n.strip() for n in wanted.split(",")} - {""}
+    if allowed is not None:
+        installed = sorted({ep.name for ep in entry_points})
+        unknown = sorted(allowed - set(installed))
+        if unknown:
+            names = ", ".join(f"'{name}'" for name in unknown)
+            warnings.append(f"DRAWKIT_LOAD_PLUGINS names {names}, which {'is' if len(unknown) == 1 else 'are'} "
+                            f"not installed, so nothing loads for {'it' if len(unknown) == 1 else 'them'}; "
+                            f"installed plugin names: {', '.join(installed) or 'none'}")
+    for ep in entry_points:
         if allowed is not None and ep.name not in allowed:
             continue
         source = PluginSource(ep.dist.name, ep.dist.version) if ep.dist else PluginSource("unknown")
         if pm.has_plugin(ep.name):
-            taken_by = sources.get(ep.name, PluginSource("(registered in code)")).package
-            broken[f"{ep.name} ({source.package})"] = (f"plugin name '{ep.name}' of package {source.package} is "
-                                                       f"already used by package {taken_by}; skipped")
+            taken_by = f"package {sources[ep.name].package}" if ep.name in sources else "a plugin registered in code"
+            key = f"{ep.name} ({source.package})"
+            broken[key] = (f"package {source.package} skipped, so its parts are missing: its entry-point name "
+                           f"'{ep.name}' is already used by {taken_by} (entry-point names in the "
+                           f"'{ENTRY_POINT_GROUP}' group must be unique across installed packages)")
+            not_loaded[key] = NotLoaded(ep.name, source, skipped=True)
             continue
         try:
             pm.register(ep.load(), name=ep.name)
         except Exception as exc:  # an outside package's failure must not stop drawkit
             broken[ep.name] = (f"plugin '{ep.name}' (package {source.package}) failed to load: "
                                f"{type(exc).__name__}: {exc}")
+            not_loaded[ep.name] = NotLoaded(ep.name, source, skipped=False)
             continue
         sources[ep.name] = source
 

@@ -177,6 +177,7 @@ BAD_INPUTS = [
          expect=("dataset 'image-folder' has no labels", "--task classify cannot use it")),
     case(TRAIN, "--task", "classify", expect="--z-dim is for --task generate"),  # TRAIN sets --z-dim
     case(RESUME, "--task", "classify", expect="--task cannot change when resuming"),
+    case(["plugins", "--json=yes"], expect="Option '--json' does not take a value"),
 ]
 
 

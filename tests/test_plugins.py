@@ -1,19 +1,23 @@
 """Plugins: built-ins arrive through entry points, outside ones through pm.register; clashes and failures are loud."""
+import copy
+import json
 import math
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import imageio.v3 as iio
 import pytest
 import torch
 import torch.nn as nn
+import typer
 
 import drawkit
+import drawkit.registry as registry_module
 from drawkit import plugins
 from drawkit.checkpoint import load_model, read_checkpoint
 from drawkit.cli import app
 from drawkit.errors import DrawkitError
 from drawkit.model import DrawConfig, build_model, resolve_config
-from drawkit.registry import get_registry
+from drawkit.registry import Registry, get_registry
 from drawkit_plugins.filterbank import FilterbankAttention
 from drawkit_plugins.lstm_encoder import LSTMEncoder
 from conftest import NoisePictures
@@ -232,30 +236,52 @@ def test_a_broken_row_goes_when_the_plugin_does(cli_runner):
     assert broken_rows(cli_runner)[0] == []
 
 
-class FailingEntryPoint:
-    name = "half_installed"
-    dist = SimpleNamespace(name="drawkit-half-installed", version="0.0.1")
+class FakeEntryPoint:
+    """One line of a package's [project.entry-points.drawkit], as importlib.metadata gives it."""
+
+    def __init__(self, name: str, package: str, plugin=None, error: Exception = None):
+        self.name, self.dist = name, SimpleNamespace(name=package, version="0.0.1")
+        self.plugin, self.error = plugin, error
 
     def load(self):
-        raise ImportError("No module named 'drawkit_half_installed'")
+        if self.error is not None:
+            raise self.error
+        return self.plugin
 
 
 @pytest.fixture
-def failing_entry_point(monkeypatch):
-    """Load entry points again with one whose import fails; drawkit's plugin state is put back afterwards."""
+def load_again(monkeypatch):
+    """``load(*entry_points)``: drawkit's entry-point loading run again over these alone; drawkit's plugin
+    state is put back afterwards."""
     plugins.load_plugins()
-    broken, sources = dict(plugins.broken), dict(plugins.sources)
+    state = {name: getattr(plugins, name) for name in ("broken", "sources", "not_loaded", "warnings")}
+    state["marked"] = registry_module._marked  # which of `broken` the registry added, and takes back
+    saved = {name: copy.copy(value) for name, value in state.items()}
+    before = {name for name, _ in plugins.pm.list_name_plugin()}
     monkeypatch.delenv("DRAWKIT_LOAD_PLUGINS", raising=False)
-    monkeypatch.setattr(plugins, "_entry_points", lambda: [FailingEntryPoint()])
-    monkeypatch.setattr(plugins, "_loaded", False)
-    try:
+
+    def load(*entry_points):
+        monkeypatch.setattr(plugins, "_entry_points", lambda: list(entry_points))
+        monkeypatch.setattr(plugins, "_loaded", False)
         plugins.load_plugins()
-        yield FailingEntryPoint.name
+
+    try:
+        yield load
     finally:
-        plugins.broken.clear()
-        plugins.broken.update(broken)
-        plugins.sources.clear()
-        plugins.sources.update(sources)
+        for name, _ in list(plugins.pm.list_name_plugin()):
+            if name not in before:
+                plugins.pm.unregister(name=name)
+        for name, value in saved.items():
+            state[name].clear()
+            state[name].extend(value) if isinstance(value, list) else state[name].update(value)
+
+
+@pytest.fixture
+def failing_entry_point(load_again):
+    """Entry points loaded again with one whose import fails."""
+    load_again(FakeEntryPoint("half_installed", "drawkit-half-installed",
+                              error=ImportError("No module named 'drawkit_half_installed'")))
+    return "half_installed"
 
 
 def test_plugin_that_fails_to_import_is_recorded_and_the_rest_keeps_working(failing_entry_point):
@@ -325,3 +351,182 @@ def test_option_naming_a_required_argument_is_a_user_error():
     config = DrawConfig(image_shape=(1, 8, 8), glimpses=2, hidden=8, z_dim=2, encoder_options={"hidden_size": 4})
     with pytest.raises(DrawkitError, match="hidden_size"):
         build_model(config, get_registry())
+
+
+# --- wiring mistakes: reported at start-up and in `drawkit plugins`, never silent -----------------------
+
+
+class MisspelledHook:
+    @drawkit.hookimpl
+    def register_attentions(self, register):  # the hook is register_attention
+        register("toy-filterbank", FilterbankAttention)
+
+
+class Unmarked:
+    def register_encoders(self, register):  # no @hookimpl: pluggy never calls it
+        register("toy-gru", GRUEncoder)
+
+    def register_dataset(self, register):  # neither marked nor a hook's name (register_datasets)
+        register("toy-noise", RandomImages)
+
+    def register_with_care(self):  # a helper whose name is not a hook's: not reported
+        pass
+
+
+def unmarked_module() -> ModuleType:
+    """A plugin module whose own register_encoders lacks @hookimpl, and which imports a function named like a hook."""
+    module = ModuleType("drawkit_unmarked")
+
+    def register_encoders(register):
+        register("toy-gru", GRUEncoder)
+
+    register_encoders.__module__ = module.__name__
+    module.register_encoders = register_encoders
+    module.register_datasets = ToyPlugin.register_datasets  # imported from elsewhere: its own module's business
+    return module
+
+
+class Empty:
+    """A plugin with nothing in it: no hook at all."""
+
+
+class Silent:
+    @drawkit.hookimpl
+    def register_encoders(self, register):
+        pass  # forgot to call register
+
+
+class WithCommand:
+    @drawkit.hookimpl
+    def register_commands(self, cli):
+        @cli.command()
+        def hello():
+            typer.echo("hello")
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The rows of a rich table printed wide: cells stripped, a cell that wraps joined with newlines."""
+    rows = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if not cells:
+            continue
+        if cells[0] or not rows:
+            rows.append(cells)
+        else:
+            rows[-1] = [f"{old}\n{new}".strip() for old, new in zip(rows[-1], cells)]
+    return rows
+
+
+def both_tables(cli_runner):
+    """`drawkit plugins` printed wide: (the parts table's rows, the per-plugin table's rows, the whole result)."""
+    result = cli_runner.invoke(app, ["plugins"], env={"COLUMNS": "1000"})
+    assert result.exit_code == 0, result.output
+    parts, by_plugin = result.stdout.split("by plugin (one per entry point)")
+    return table_rows(parts), table_rows(by_plugin), result
+
+
+def test_misspelled_hook_warns_and_gets_a_row_naming_the_hook_and_the_package(load_again, cli_runner):
+    load_again(FakeEntryPoint("typo", "drawkit-typo", plugin=MisspelledHook()))
+    parts, by_plugin, result = both_tables(cli_runner)
+    warning = next(line for line in result.stderr.splitlines() if "typo" in line)
+    assert warning.startswith("Warning:") and "unknown hook register_attentions" in warning
+    assert "package drawkit-typo" in warning and "did you mean register_attention?" in warning
+    (row,) = [row for row in parts if row[0] == "broken"]
+    assert row[1] == "typo" and row[2] == "drawkit-typo 0.0.1" and "register_attentions" in row[4]
+    assert ["typo", "drawkit-typo 0.0.1", "register_attentions", "", "broken"] in by_plugin
+    assert "toy-filterbank" not in get_registry().names("attention")
+
+
+@pytest.mark.parametrize("plugin", [Unmarked(), unmarked_module()], ids=["object", "module"])
+def test_function_named_like_a_hook_without_hookimpl_is_reported(plugin, register_plugin, cli_runner):
+    register_plugin(plugin, name="unmarked")
+    why = get_registry().broken["unmarked"]
+    assert "defines register_encoders without @drawkit.hookimpl, so drawkit never calls it" in why
+    if isinstance(plugin, Unmarked):
+        assert "defines register_dataset (did you mean register_datasets?) without @drawkit.hookimpl" in why
+    assert "register_with_care" not in why and "register_datasets " not in why  # a helper; an imported function
+    parts, _, result = both_tables(cli_runner)
+    assert any(row[:2] == ["broken", "unmarked"] and "register_encoders without" in row[4] for row in parts)
+    assert "Warning: plugin 'unmarked' (registered in code) defines register_encoders" in result.stderr
+
+
+@pytest.mark.parametrize("plugin, why", [
+    (Empty(), "registered nothing: it has no function marked @drawkit.hookimpl"),
+    (Silent(), "registered nothing: its hooks (register_encoders) registered no part and no command"),
+])
+def test_plugin_that_registers_nothing_gets_a_broken_row(plugin, why, register_plugin, cli_runner):
+    register_plugin(plugin, name="idle")
+    parts, by_plugin, result = both_tables(cli_runner)
+    (row,) = [row for row in parts if row[0] == "broken"]
+    assert row[1] == "idle" and why in row[4]
+    assert any(row[0] == "idle" and row[-1] == "broken" for row in by_plugin)
+    assert f"Warning: plugin 'idle' (registered in code) {why}" in result.stderr
+
+
+def test_commands_count_as_what_a_plugin_registered(register_plugin):
+    plugin = register_plugin(WithCommand(), name="with_command")
+    cli = typer.Typer()
+    plugin.register_commands(cli)  # what drawkit.cli does with its own app when it is imported
+    registry = get_registry(cli=cli)
+    assert registry.plugins["with_command"].registered["command"] == ["hello"]
+    assert "with_command" not in registry.broken
+    assert "registered nothing" in get_registry(cli=typer.Typer()).broken["with_command"]  # it added none there
+    assert "with_command" not in get_registry().broken  # commands unknown: not judged
+
+
+def test_plugins_json_is_one_object_with_the_tables_content(register_plugin, cli_runner):
+    register_plugin(ToyPlugin(), name="toy_plugin")
+    register_plugin(Silent(), name="idle")
+    result = cli_runner.invoke(app, ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.stdout)
+    assert listing.keys() == {"plugins", "parts", "problems"}
+    toy = next(p for p in listing["plugins"] if p["name"] == "toy_plugin")
+    assert toy["hooks"] == ["register_encoders", "register_datasets"] and toy["problems"] == []
+    assert toy["registered"] == {"encoder": ["toy-gru"], "attention": [], "dataset": ["toy-noise"], "command": []}
+    lstm = next(p for p in listing["plugins"] if p["name"] == "lstm")
+    assert (lstm["package"], lstm["version"], lstm["registered"]["encoder"]) == ("drawkit", drawkit.__version__,
+                                                                                 ["lstm"])
+    idle = next(p for p in listing["plugins"] if p["name"] == "idle")
+    assert idle["broken"] and "registered nothing" in idle["problems"][0] and idle["problems"][0] in listing["problems"]
+
+    parts, by_plugin, _ = both_tables(cli_runner)
+    assert [[p["kind"], p["name"], f"{p['package']} {p['version']}".strip(), p["plugin"], p["description"]]
+            for p in listing["parts"]] == [row for row in parts if row[0] != "broken"]
+    assert [[p["name"], f"{p['package']} {p['version']}".strip(), "\n".join(p["hooks"]),
+             "\n".join(f"{kind}: {', '.join(names)}" for kind, names in p["registered"].items() if names),
+             "broken" if p["broken"] else "ok"] for p in listing["plugins"]] == by_plugin
+
+
+def test_unknown_name_when_no_part_of_that_kind_is_installed():
+    with pytest.raises(DrawkitError) as error:
+        Registry().get("attention", "spotlight")
+    assert str(error.value) == "unknown attention 'spotlight'; no attention is installed (see 'drawkit plugins')"
+
+
+def test_misspelled_name_in_drawkit_load_plugins_warns(load_again, monkeypatch, cli_runner):
+    monkeypatch.setenv("DRAWKIT_LOAD_PLUGINS", "extras, lstn")
+    load_again(FakeEntryPoint("extras", "drawkit-extras", plugin=ToyPlugin()),
+               FakeEntryPoint("other", "drawkit-other", plugin=WithDefaults()))
+    assert plugins.pm.has_plugin("extras") and not plugins.pm.has_plugin("other")
+    result = plugins_table(cli_runner)
+    assert ("Warning: DRAWKIT_LOAD_PLUGINS names 'lstn', which is not installed, so nothing loads for it; "
+            "installed plugin names: extras, other") in result.stderr
+
+
+def test_entry_point_name_clash_names_the_skipped_package(load_again, cli_runner):
+    load_again(FakeEntryPoint("lstm", "drawkit-impostor", plugin=ToyPlugin()))
+    why = plugins.broken["lstm (drawkit-impostor)"]
+    assert why == ("package drawkit-impostor skipped, so its parts are missing: its entry-point name 'lstm' is "
+                   "already used by package drawkit (entry-point names in the 'drawkit' group must be unique "
+                   "across installed packages)")
+    registry = get_registry()
+    assert registry.get("encoder", "lstm").package == "drawkit" and "toy-gru" not in registry.names("encoder")
+    with pytest.raises(DrawkitError) as error:
+        registry.get("encoder", "toy-gru")
+    assert str(error.value).endswith("; package drawkit-impostor was skipped, so its parts are missing")
+    parts, by_plugin, result = both_tables(cli_runner)
+    assert any(row[:3] == ["broken", "lstm", "drawkit-impostor 0.0.1"] and row[4] == why for row in parts)
+    assert ["lstm", "drawkit-impostor 0.0.1", "", "", "broken"] in by_plugin
+    assert f"Warning: {why}" in " ".join(result.stderr.split())
