@@ -23,11 +23,11 @@ class PluginSource:
 
 @dataclass(frozen=True)
 class NotLoaded:
-    """An entry point that is no plugin now: skipped because its name was taken, or its import failed."""
+    """An entry point that is no plugin now: its name was taken, its module was already registered, or it failed."""
 
     name: str             # the entry-point name
     source: PluginSource
-    skipped: bool         # True: its name clashed; False: it failed to load
+    missing: str          # for an unknown-name error: that its parts are missing and why ('' if they are not)
 
 
 #: plugin name -> where it came from; plugins registered in code have no entry here.
@@ -82,14 +82,23 @@ def load_plugins() -> None:
             broken[key] = (f"package {source.package} skipped, so its parts are missing: its entry-point name "
                            f"'{ep.name}' is already used by {taken_by} (entry-point names in the "
                            f"'{ENTRY_POINT_GROUP}' group must be unique across installed packages)")
-            not_loaded[key] = NotLoaded(ep.name, source, skipped=True)
+            not_loaded[key] = NotLoaded(ep.name, source,
+                                        f"package {source.package} was skipped, so its parts are missing")
             continue
         try:
-            pm.register(ep.load(), name=ep.name)
+            plugin = ep.load()
+            if pm.is_registered(plugin):  # pluggy would refuse it with a message listing every plugin
+                broken[ep.name] = (f"plugin '{ep.name}' (package {source.package}) skipped: it names the module "
+                                   f"of plugin '{pm.get_name(plugin)}' again (give each module one entry point)")
+                not_loaded[ep.name] = NotLoaded(ep.name, source, "")
+                continue
+            pm.register(plugin, name=ep.name)
         except Exception as exc:  # an outside package's failure must not stop drawkit
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             broken[ep.name] = (f"plugin '{ep.name}' (package {source.package}) failed to load: "
-                               f"{type(exc).__name__}: {exc}")
-            not_loaded[ep.name] = NotLoaded(ep.name, source, skipped=False)
+                               f"{type(exc).__name__}: {message}")
+            not_loaded[ep.name] = NotLoaded(ep.name, source, f"package {source.package} failed to load, so its "
+                                                             f"parts are missing")
             continue
         sources[ep.name] = source
 

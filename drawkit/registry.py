@@ -29,7 +29,10 @@ class PluginInfo:
     problems: list[str] = field(default_factory=list)  # its warning lines: broken, or a name of it ignored
     broken: bool = False                      # listed as a `broken` row
     loaded: bool = True                       # False: its entry point failed to load, or was skipped
-    skipped: bool = False                     # its entry-point name was taken by another package
+    missing: str = ""                         # why its parts are missing, for an unknown-name error (not in JSON)
+
+    def as_dict(self) -> dict:
+        return {name: value for name, value in asdict(self).items() if name != "missing"}
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,7 @@ class Registry:
         except KeyError:
             names = self.names(kind)
             choices = f"choose one of: {', '.join(names)}" if names else f"no {kind} is installed"
-            missing = [info for info in self.plugins.values() if not info.loaded]
-            note = "; ".join(f"package {info.package} {'was skipped' if info.skipped else 'failed to load'}"
-                             f", so its parts are missing" for info in missing)
+            note = "; ".join(info.missing for info in self.plugins.values() if info.missing)
             raise DrawkitError(f"unknown {kind} '{name}'; {choices} (see 'drawkit plugins')"
                                + (f"; {note}" if note else "")) from None
 
@@ -104,7 +105,7 @@ class Registry:
     def as_dict(self) -> dict:
         """What `drawkit plugins --json` prints (the shape is documented in docs/plugins.md)."""
         return {
-            "plugins": [asdict(info) for info in self.plugins.values()],
+            "plugins": [info.as_dict() for info in self.plugins.values()],
             "parts": [{"kind": reg.kind, "name": reg.name, "plugin": reg.plugin, "package": reg.package,
                        "version": reg.version, "description": reg.description, "defaults": reg.defaults}
                       for reg in self.all()],
@@ -166,7 +167,7 @@ def _did_you_mean(name: str) -> str:
 
 
 def _unknown_hooks(plugin) -> list[str]:
-    """Its @hookimpl functions that no hookspec matches (what pluggy's check_pending() raises for), optional ones aside."""
+    """Its @hookimpl functions no hookspec matches (what pluggy's check_pending() raises for), optional ones aside."""
     return [caller.name for caller in pm.get_hookcallers(plugin) or ()
             if not caller.has_spec() and any(impl.plugin is plugin and not impl.optionalhook
                                              for impl in caller.get_hookimpls())]
@@ -241,7 +242,7 @@ def get_registry(cli=None) -> Registry:
         if key in broken and key not in registry.plugins:  # else another package loaded under that name
             registry.plugins[key] = PluginInfo(entry.name, entry.source.package, entry.source.version,
                                                problems=[broken[key]], broken=True, loaded=False,
-                                               skipped=entry.skipped)
+                                               missing=entry.missing)
     calls = set()  # plugins that called register at least once
     for kind, hook_name in HOOKS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():

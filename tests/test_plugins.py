@@ -530,3 +530,16 @@ def test_entry_point_name_clash_names_the_skipped_package(load_again, cli_runner
     assert any(row[:3] == ["broken", "lstm", "drawkit-impostor 0.0.1"] and row[4] == why for row in parts)
     assert ["lstm", "drawkit-impostor 0.0.1", "", "", "broken"] in by_plugin
     assert f"Warning: {why}" in " ".join(result.stderr.split())
+
+
+def test_one_module_under_two_entry_point_names_is_reported_once_in_one_line(load_again, cli_runner):
+    toy = ToyPlugin()
+    load_again(FakeEntryPoint("toy", "drawkit-toy", plugin=toy), FakeEntryPoint("toy_again", "drawkit-toy", plugin=toy),
+               FakeEntryPoint("noisy", "drawkit-noisy", error=ImportError("first line\nsecond line")))
+    assert plugins.broken["toy_again"] == ("plugin 'toy_again' (package drawkit-toy) skipped: it names the module of "
+                                           "plugin 'toy' again (give each module one entry point)")
+    assert plugins.broken["noisy"] == "plugin 'noisy' (package drawkit-noisy) failed to load: ImportError: first line"
+    with pytest.raises(DrawkitError) as error:
+        get_registry().get("encoder", "spotlight")
+    assert str(error.value).endswith("; package drawkit-noisy failed to load, so its parts are missing")
+    assert get_registry().get("encoder", "toy-gru").plugin == "toy"
