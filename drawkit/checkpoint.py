@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from rich.markup import escape
 
 from drawkit.errors import DrawkitError
 from drawkit.model import Draw
 from drawkit.outputs import atomic_write
+from drawkit.progress import stderr
 from drawkit.tasks import require_generative, task_of
 
 FORMAT = "drawkit-checkpoint"
@@ -20,9 +22,102 @@ FILENAME = "checkpoint.pt"
 BEST = "best.pt"
 
 
+#: the package a registry records for a part that a plugin registered in code (pm.register), not through an
+#: installed package's entry point (drawkit.plugins.source_of)
+IN_CODE = "(registered in code)"
+#: a package nobody can name: an entry point without distribution metadata, a checkpoint without a plugins record
+UNKNOWN = "unknown"
+#: the payload key (never saved) that remembers the warnings a command has shown about a checkpoint's parts
+_SHOWN = "_plugin_warnings_shown"
+
+
 def plugin_record(registry, kind: str, name: str) -> dict:
     reg = registry.get(kind, name)
     return {"name": name, "plugin": reg.plugin, "package": reg.package, "version": reg.version}
+
+
+def _recorded(payload: dict, kind: str, name: str) -> dict:
+    """The checkpoint's record of the plugin that supplied ``kind`` ``name``; an unknown one when it has none."""
+    record = (payload.get("plugins") or {}).get(kind)
+    if not isinstance(record, dict) or record.get("name") != name:
+        return {"name": name, "plugin": "", "package": UNKNOWN, "version": ""}
+    return {"plugin": "", "package": UNKNOWN, "version": "", **record}
+
+
+def _missing(kind: str, name: str, record: dict) -> str:
+    """Why a checkpoint cannot be loaded when nothing supplies its ``kind`` ``name`` now, and what to do."""
+    package = record["package"]
+    if package == IN_CODE:
+        return (f"this checkpoint needs {kind} '{name}', registered in code by plugin '{record['plugin']}', "
+                f"which is not registered now; register that plugin again (drawkit.plugins.pm.register) "
+                f"before loading the checkpoint")
+    if package == UNKNOWN:
+        return (f"this checkpoint needs {kind} '{name}', which is not installed, and does not record which "
+                f"package supplied it; install the package that provides {kind} '{name}'")
+    return (f"this checkpoint needs {kind} '{name}' from package '{package}', which is not installed; "
+            f"pip install {package}")
+
+
+def _swapped(kind: str, name: str, record: dict, reg) -> str:
+    """Why a checkpoint is refused when another package supplies its ``kind`` ``name`` now, and what to do."""
+    if record["package"] == IN_CODE:
+        came = f"was registered in code by plugin '{record['plugin']}'"
+        fix = f"register plugin '{record['plugin']}' again in code (drawkit.plugins.pm.register)"
+    else:
+        came = f"came from package {record['package']} {record['version']}".rstrip()
+        fix = f"pip install {record['package']}"
+    if reg.package == IN_CODE:
+        now = f"registered in code by plugin '{reg.plugin}'"
+        fix += f" and unregister plugin '{reg.plugin}' (drawkit.plugins.pm.unregister)"
+    else:
+        now = f"supplied by package {reg.package} {reg.version}".rstrip()
+        if reg.package == "drawkit":  # drawkit's own plugins load first
+            fix += f" and leave drawkit's plugin '{reg.plugin}' out of DRAWKIT_LOAD_PLUGINS"
+        else:
+            fix += f" (and uninstall {reg.package}, or leave its plugin '{reg.plugin}' out of DRAWKIT_LOAD_PLUGINS)"
+    return f"this checkpoint's {kind} '{name}' {came}, but '{name}' is now {now}; {fix}"
+
+
+def check_parts(payload: dict, registry, names: dict) -> None:
+    """Each part (kind -> name) must come from the package that supplied it when the checkpoint was written.
+
+    Nothing supplies it now, or another package does: refused in one line naming the package (or the
+    plugin registered in code) and the fix. Another version of the same package: one warning per package,
+    once per command (per payload), and loading goes on.
+    """
+    changed = {}  # (package, then, now) -> the parts
+    for kind, name in names.items():
+        record = _recorded(payload, kind, name)
+        if name not in registry.names(kind):
+            raise DrawkitError(_missing(kind, name, record))
+        reg = registry.get(kind, name)
+        if UNKNOWN in (record["package"], reg.package):
+            continue  # nothing to compare with
+        if record["package"] != reg.package:
+            raise DrawkitError(_swapped(kind, name, record, reg))
+        if reg.package != IN_CODE and record["version"] != reg.version:
+            changed.setdefault((reg.package, record["version"] or "?", reg.version or "?"), []).append(
+                f"{kind} '{name}'")
+    shown = payload.setdefault(_SHOWN, set())
+    for (package, then, now), parts in changed.items():
+        line = (f"this checkpoint's {' and '.join(parts)} came from {package} {then}; {package} {now} is installed "
+                f"now; loading anyway (if it fails or behaves differently: pip install '{package}=={then}')")
+        if line not in shown:
+            shown.add(line)
+            stderr.print(f"[yellow]Warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def checkpoint_dataset(payload: dict, registry, hint: str = "") -> tuple[str, object]:
+    """The data set a checkpoint was trained on, checked as ``check_parts`` does and created with its options.
+
+    Returns (its name, the data set); ``hint`` ends the line that refuses a checkpoint naming none.
+    """
+    train_config = payload.get("train_config") or {}
+    name = train_config.get("dataset")
+    if not name:
+        raise DrawkitError(f"this checkpoint does not name the data set it was trained on{hint}")
+    check_parts(payload, registry, {"dataset": name})
+    return name, registry.get("dataset", name).create(train_config.get("dataset_options"))
 
 
 def save_checkpoint(path: Path, model: Draw, plugins: dict, **state) -> Path:
@@ -110,11 +205,7 @@ def load_model(path, registry, device: Optional[torch.device] = None,
     except (KeyError, TypeError, ValueError) as exc:
         raise DrawkitError(f"{path}: its model config is missing or damaged ({type(exc).__name__}: {exc}); "
                            f"pass a checkpoint.pt written by 'drawkit train'") from None
-    for kind in ("encoder", "attention"):
-        record = payload.get("plugins", {}).get(kind, {"name": getattr(config, kind), "package": "unknown"})
-        if record["name"] not in registry.names(kind):
-            raise DrawkitError(f"this checkpoint needs {kind} '{record['name']}' from package "
-                               f"'{record['package']}', which is not installed; pip install {record['package']}")
+    check_parts(payload, registry, {"encoder": config.encoder, "attention": config.attention})
     model = task.build(config, registry)
     try:
         model.load_state_dict(payload["model"])

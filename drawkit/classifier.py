@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from drawkit.model import GLIMPSES_PER_CALL
+from drawkit.model import GLIMPSES_PER_CALL, check_read_shape
 
 TASK = "classify"  # what the checkpoint's model_config says under "task"
 #: the read window when neither the user nor the encoder/attention plugin sets one (the paper's 12 x 12)
@@ -203,7 +203,9 @@ def build_classifier(config: ClassifierConfig, registry) -> Classifier:
         config.attention_options, image_shape=tuple(config.image_shape), hidden_size=config.hidden,
         read_size=config.read_size, write_size=attention_reg.defaults.get("write_size", config.read_size))
     reads_image = callable(getattr(attention, "read_image", None)) and hasattr(attention, "image_glimpse_shape")
-    glimpse_shape = attention.image_glimpse_shape if reads_image else attention.glimpse_shape
+    # what Classifier.read returns per image, measured once: a declared shape that is not it is refused here
+    glimpse_shape = check_read_shape(attention, attention_reg, tuple(config.image_shape), config.hidden,
+                                     image_only=reads_image)
     encoder = registry.get("encoder", config.encoder).create(
         config.encoder_options, glimpse_shape=tuple(glimpse_shape), decoder_size=config.hidden,
         hidden_size=config.hidden)

@@ -253,17 +253,87 @@ RESUMABLE = CHANGEABLE + ("progress", "resume", "distributed")  # and how the co
 
 
 def _resume(ctx: typer.Context, run_dir: str, progress: bool, distributed: bool) -> None:
+    """Continue a run: the options that match it are accepted, CHANGEABLE ones applied, any other change refused.
+
+    So the command that started the run, with --resume added, resumes it (a --preset again too: its
+    values count as if typed).
+    """
     from dataclasses import replace
+    from pathlib import Path
 
     from drawkit.train import resume_configs
 
-    fixed = [name for name in ctx.params if _explicit(ctx, name) and name not in RESUMABLE]
-    if fixed:
-        raise DrawkitError(f"--{fixed[0].replace('_', '-')} cannot change when resuming; only "
-                           f"{', '.join('--' + n.replace('_', '-') for n in CHANGEABLE)} can")
     model_config, config, payload = resume_configs(run_dir)
-    changes = {TRAIN_OPTIONS[name].field: ctx.params[name] for name in CHANGEABLE if _explicit(ctx, name)}
-    _run_training(model_config, replace(config, out=run_dir, **changes), progress, payload, distributed)
+    folder = Path(run_dir).expanduser()
+    out = run_dir if folder.is_dir() else str(folder.parent)  # --resume RUN or RUN/checkpoint.pt
+    given = _resume_options(ctx)
+    for name, (value, source) in given.items():
+        if name not in RESUMABLE and name != "preset":  # a preset's name is only the record; its values count
+            _same_as_run(ctx, name, value, source, model_config, config, Path(out))
+    changes = {TRAIN_OPTIONS[name].field: value for name, (value, _) in given.items() if name in CHANGEABLE}
+    _run_training(model_config, replace(config, out=out, **changes), progress, payload, distributed)
+
+
+def _resume_options(ctx: typer.Context) -> dict:
+    """option -> (value, where it came from): each option given, then a --preset's for those not given."""
+    given = {name: (value, "") for name, value in ctx.params.items() if _explicit(ctx, name)}
+    preset = ctx.params.get("preset")
+    if preset:
+        for name, value in preset_values(preset).items():
+            given.setdefault(name, (value, f" (from --preset {preset})"))
+    return given
+
+
+_NOT_IN_RUN = object()  # a config field the run's kind of model does not have
+
+
+def _same_as_run(ctx: typer.Context, name: str, value, source: str, model_config, config, out) -> None:
+    """Refuse, in one line naming the option, the run's value and the new one, an option that changes the run.
+
+    An option is compared with the config field it sets (TRAIN_OPTIONS): --dataset-opt, --image-size and
+    --grayscale key by key with the run's dataset options, --encoder-opt and --attention-opt with its
+    encoder and attention options, --out with the run folder.
+    """
+    from pathlib import Path
+
+    if name == "out":
+        if Path(value).expanduser().resolve() != out.resolve():
+            _refuse("--out", out, value, source)
+        return
+    keyed = {"dataset_opt": lambda: (config.dataset_options, parse_options(value, "--dataset-opt")),
+             "image_size": lambda: (config.dataset_options, {"image_size": value}),
+             "grayscale": lambda: (config.dataset_options, {"grayscale": True} if value else {}),
+             "encoder_opt": lambda: (model_config.encoder_options, parse_options(value, "--encoder-opt")),
+             "attention_opt": lambda: (model_config.attention_options, parse_options(value, "--attention-opt"))}
+    if name in keyed:
+        stored, options = keyed[name]()
+        for key, new in options.items():
+            label = f"--{name.replace('_', '-')} {key}" if name.endswith("_opt") else f"--{name.replace('_', '-')}"
+            if (stored or {}).get(key, _NOT_IN_RUN) != new:
+                _refuse(label, (stored or {}).get(key), new, source)
+        return
+    where, field, _ = TRAIN_OPTIONS[name]
+    stored = getattr(model_config if where == "model" else config, field, _NOT_IN_RUN)
+    flag = f"--{name.replace('_', '-')}"
+    if stored is _NOT_IN_RUN:  # a generation option on a classifier's run: only its "not set" value fits
+        default = next(p.default for p in ctx.command.params if p.name == name)
+        if value != default:
+            raise DrawkitError(f"{flag} cannot change when resuming: this run (--task {config.task}) has no "
+                               f"{flag}, and the command gives {_shown(value)}{source}; leave it out")
+        return
+    if stored != value:
+        _refuse(flag, stored, value, source)
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "unset"
+    return json.dumps(value) if isinstance(value, (dict, list, tuple)) else str(value)
+
+
+def _refuse(flag: str, stored, new, source: str) -> None:
+    raise DrawkitError(f"{flag} cannot change when resuming: it is {_shown(stored)} in this run, not "
+                       f"{_shown(new)}{source}; only {', '.join('--' + n.replace('_', '-') for n in CHANGEABLE)} can")
 
 
 def _run_training(model_config, config, progress: bool, resume: dict = None, distributed: bool = False) -> None:

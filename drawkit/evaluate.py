@@ -9,7 +9,7 @@ import torch
 from rich.markup import escape
 
 from drawkit.bound import variational_bound
-from drawkit.checkpoint import load_model
+from drawkit.checkpoint import checkpoint_dataset, load_model
 from drawkit.classifier import classification_metrics
 from drawkit.data import SPLITS, fixed_binarization, load_labelled_split, load_split, trained_data_dir
 from drawkit.devices import resolve_device
@@ -69,10 +69,7 @@ def evaluation(checkpoint, split: str = "test", importance_samples: int = 1, bat
     device = resolve_device(device)
     model, payload = load_model(checkpoint, registry, device)
     train_config = payload.get("train_config", {})
-    name = train_config.get("dataset")
-    if not name:
-        raise DrawkitError("this checkpoint does not name the data set it was trained on")
-    dataset = registry.get("dataset", name).create(train_config.get("dataset_options"))
+    name, dataset = checkpoint_dataset(payload, registry)
     return task_of(payload["model_config"]).evaluate(
         model, payload, dataset, name, split, checkpoint=checkpoint, importance_samples=importance_samples,
         batch_size=batch_size, max_images=max_images, data_dir=data_dir or trained_data_dir(train_config),

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from drawkit.checkpoint import checkpoint_dataset
 from drawkit.data import SPLITS, fixed_binarization, load_split, trained_data_dir
 from drawkit.errors import DrawkitError, check_choice
 from drawkit.images import load_image
@@ -43,10 +44,7 @@ def choose_inputs(payload: dict, registry, image_shape: tuple, n: int = 16, spli
     chosen = parse_indices(indices)
     if chosen is None and n < 1:
         raise DrawkitError(f"--n must be a positive whole number, got {n}")
-    name = train_config.get("dataset")
-    if not name:
-        raise DrawkitError("this checkpoint does not name the data set it was trained on; pass --image FILE")
-    dataset = registry.get("dataset", name).create(train_config.get("dataset_options"))
+    name, dataset = checkpoint_dataset(payload, registry, hint="; pass --image FILE")
     data = load_split(dataset, name, split, data_dir or trained_data_dir(train_config))
     if tuple(data.shape[1:]) != tuple(image_shape):
         raise DrawkitError(f"data set '{name}' has images of shape {tuple(data.shape[1:])} but the model takes "

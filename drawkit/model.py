@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 import torch.nn as nn
 
+from drawkit.errors import DrawkitError
 from drawkit.likelihoods import make_likelihood
 from drawkit.losses import gaussian_kl
 
@@ -198,12 +199,55 @@ def resolve_config(config: DrawConfig, registry) -> DrawConfig:
     return replace(config, **filled)
 
 
+def check_read_shape(attention: nn.Module, registration, image_shape: tuple, hidden: int,
+                     image_only: bool = False) -> tuple:
+    """What the attention's read returns per image, which must be the shape it declares; else one line.
+
+    One read of a blank image (batch of 1) with a zero state: ``read(x, x - 0.5, h)``, or with
+    ``image_only`` ``read_image(x, h)`` (a classifier's), checked against ``glimpse_shape`` (or
+    ``image_glimpse_shape``). The probe changes nothing: no gradient, the random streams restored,
+    every submodule back in its mode.
+    """
+    declared_name, read_name = ("image_glimpse_shape", "read_image") if image_only else ("glimpse_shape", "read")
+    package = registration.package  # "(registered in code)" for a plugin registered with pm.register
+    where = package.strip("()") if package.startswith("(") else f"package {package}"
+    who = f"attention '{registration.name}' (plugin '{registration.plugin}', {where})"
+    declared = getattr(attention, declared_name, None)
+    try:
+        declared = tuple(int(n) for n in declared)
+    except (TypeError, ValueError):
+        raise DrawkitError(f"{who} has no {declared_name} (C, H, W), or not one of whole numbers: "
+                           f"{declared!r}; set it to the shape its {read_name}() returns per image") from None
+    modes = [(module, module.training) for module in attention.modules()]
+    attention.eval()  # a read must not move running statistics (batch norm) while it is measured
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            x = torch.zeros(1, *image_shape)
+            h = x.new_zeros(1, hidden)
+            patch = attention.read_image(x, h) if image_only else attention.read(x, x - 0.5, h)
+    finally:
+        for module, training in modes:
+            module.training = training
+    actual = tuple(patch.shape[1:]) if isinstance(patch, torch.Tensor) else None
+    if actual != declared:
+        got = f"patches of shape {actual}" if actual is not None else f"a {type(patch).__name__}, not a tensor"
+        raise DrawkitError(f"{who} declares {declared_name} {declared}, but its {read_name}() returns {got} per "
+                           f"image; make {declared_name} what {read_name}() returns")
+    return declared
+
+
 def build_model(config: DrawConfig, registry) -> Draw:
-    """Assemble DRAW from the encoder and attention plugins the config names."""
+    """Assemble DRAW from the encoder and attention plugins the config names.
+
+    The attention's read is measured once (``check_read_shape``): a ``glimpse_shape`` that is not what
+    ``read`` returns is refused here, naming the plugin, not later inside the encoder.
+    """
     config = resolve_config(config, registry)
-    attention = registry.get("attention", config.attention).create(
+    attention_reg = registry.get("attention", config.attention)
+    attention = attention_reg.create(
         config.attention_options, image_shape=tuple(config.image_shape), hidden_size=config.hidden,
         read_size=config.read_size, write_size=config.write_size)
+    check_read_shape(attention, attention_reg, tuple(config.image_shape), config.hidden)
     encoder = registry.get("encoder", config.encoder).create(
         config.encoder_options, glimpse_shape=tuple(attention.glimpse_shape), decoder_size=config.hidden,
         hidden_size=config.hidden)

@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 import torch
 
 from drawkit import distributed
-from drawkit.checkpoint import FILENAME, CheckpointWriter, plugin_record, read_checkpoint
+from drawkit.checkpoint import FILENAME, CheckpointWriter, check_parts, plugin_record, read_checkpoint
 from drawkit.data import BINARIZE_MODES, Batches
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError, check_choice, check_positive
@@ -106,14 +106,21 @@ def prepare(model_config, config: TrainConfig, registry, kind):
 
 
 def resume_configs(run_dir) -> tuple[object, TrainConfig, dict]:
-    """The configs (the model's of its kind) and state stored in a run folder's newest checkpoint."""
+    """The configs (the model's of its kind) and state stored in a run folder's newest checkpoint.
+
+    Its encoder, attention and data set must come from the packages that supplied them (check_parts):
+    a missing or swapped one is refused in one line, another version of the same package warned about.
+    """
     payload = read_checkpoint(run_dir)
     if "optimizer" not in payload or "progress" not in payload:
         raise DrawkitError(f"{run_dir} holds a checkpoint without training state; it cannot be resumed")
     kind = task_of(payload["model_config"])
     known = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in payload["train_config"].items() if k in known})
-    return kind.config_from_dict(payload["model_config"]), replace(config, task=kind.name), payload
+    model_config = kind.config_from_dict(payload["model_config"])
+    check_parts(payload, get_registry(), {"encoder": model_config.encoder, "attention": model_config.attention,
+                                          "dataset": config.dataset})
+    return model_config, replace(config, task=kind.name), payload
 
 
 def train(model_config, config: TrainConfig, progress: bool = True, resume: Optional[dict] = None) -> dict:

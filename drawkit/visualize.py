@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from drawkit.checkpoint import load_model
+from drawkit.checkpoint import checkpoint_dataset, load_model
 from drawkit.data import load_labels, trained_data_dir
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError
@@ -72,8 +72,7 @@ def _labels(payload: dict, registry, n: int, split: str, indices: Optional[str],
     """The true classes (B,) of the images choose_inputs took from the data set, in its order; None (and a
     note) when the data set cannot give them: the picture is still drawn, without labels."""
     train_config = payload.get("train_config", {})
-    name = train_config["dataset"]  # choose_inputs has refused a checkpoint without one
-    dataset = registry.get("dataset", name).create(train_config.get("dataset_options"))
+    name, dataset = checkpoint_dataset(payload, registry)  # choose_inputs has checked it (and warned) already
     try:
         labels = load_labels(dataset, name, split, data_dir or trained_data_dir(train_config))
     except DrawkitError as exc:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from drawkit.checkpoint import read_checkpoint
 from drawkit.cli import app
 
 TINY = ["--glimpses", "2", "--hidden", "8", "--z-dim", "2", "--read-size", "2", "--write-size", "2",
@@ -27,6 +29,8 @@ BASES = {id(TRAIN): "train", id(RESUME): "train --resume", id(SAMPLE): "sample",
 
 
 WHOLE = "must be a whole number of at least 1"
+NO_DATASET_PLUGIN = ("this checkpoint needs dataset 'rects' from package 'drawkit-rects', which is not installed; "
+                     "pip install drawkit-rects")
 
 
 def case(base, *extra, expect):
@@ -177,6 +181,22 @@ BAD_INPUTS = [
          expect=("dataset 'image-folder' has no labels", "--task classify cannot use it")),
     case(TRAIN, "--task", "classify", expect="--z-dim is for --task generate"),  # TRAIN sets --z-dim
     case(RESUME, "--task", "classify", expect="--task cannot change when resuming"),
+    case(RESUME, "--glimpses", "4", expect="--glimpses cannot change when resuming: it is 2 in this run, not 4"),
+    case(RESUME, "--lr", "0.5", expect="--lr cannot change when resuming: it is 0.001 in this run, not 0.5"),
+    case(RESUME, "--dataset-opt", "image_size=16",
+         expect="--dataset-opt image_size cannot change when resuming: it is 8 in this run, not 16"),
+    case(RESUME, "--image-size", "16", expect="--image-size cannot change when resuming: it is 8 in this run, not 16"),
+    case(EVALUATE, "--checkpoint", "{no_dataset_plugin}", expect=NO_DATASET_PLUGIN),
+    case(RECONSTRUCT, "--checkpoint", "{no_dataset_plugin}", expect=NO_DATASET_PLUGIN),
+    case(VISUALIZE, "--checkpoint", "{no_dataset_plugin}", expect=NO_DATASET_PLUGIN),
+    case(["train", "--resume", "{no_dataset_plugin}"], expect=NO_DATASET_PLUGIN),
+    case(["train", "--resume", "{no_attention_plugin}"],
+         expect="this checkpoint needs attention 'crop' from package 'drawkit-a', which is not installed; "
+                "pip install drawkit-a"),
+    case(SAMPLE, "--checkpoint", "{other_package}",
+         expect=("this checkpoint's attention 'filterbank' came from package drawkit-a 0.1, but 'filterbank' is "
+                 "now supplied by package drawkit", "pip install drawkit-a")),
+    case(["train", "--resume", "{other_package}"], expect="attention 'filterbank' came from package drawkit-a 0.1"),
     case(["plugins", "--json=yes"], expect="Option '--json' does not take a value"),
 ]
 
@@ -205,6 +225,17 @@ def places(tmp_path_factory, cli_runner):
     args = [a.format(**places) for a in ["train", *TINY, *PICTURES, "--epochs", "1", "--out", "{run}"]]
     result = cli_runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    # the run as if its parts had come from packages that are not installed, or not the ones installed now
+    for name, kind, record, config in [
+            ("no_dataset_plugin", "dataset", {"name": "rects", "package": "drawkit-rects"}, {"dataset": "rects"}),
+            ("no_attention_plugin", "attention", {"name": "crop", "package": "drawkit-a"}, {"attention": "crop"}),
+            ("other_package", "attention", {"package": "drawkit-a", "version": "0.1"}, {})]:
+        payload = read_checkpoint(places["run"])
+        payload["plugins"][kind].update(record)
+        payload["train_config" if kind == "dataset" else "model_config"].update(config)
+        (root / name).mkdir()
+        torch.save(payload, root / name / "checkpoint.pt")
+        places[name] = str(root / name)
     return places
 
 
