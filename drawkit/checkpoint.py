@@ -191,7 +191,10 @@ def read_checkpoint(path) -> dict:
 
 def load_model(path, registry, device: Optional[torch.device] = None,
                drawing: Optional[str] = None) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model of the checkpoint's kind from the checkpoint alone; a missing plugin names the package.
+    """Rebuild the model of the checkpoint's kind from the checkpoint alone.
+
+    Its encoder and attention are checked first (``check_parts``): one missing, or now supplied by
+    another package, is refused in one line naming the package; another version is warned about.
 
     ``drawing``: the command, when it draws with the model (sample, reconstruct): a checkpoint of a
     kind that cannot draw (a classifier) is refused in one line.
