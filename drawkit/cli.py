@@ -132,6 +132,7 @@ TRAIN_OPTIONS = {
     "epochs": ConfigField("train", "epochs"),
     "max_steps": ConfigField("train", "max_steps"),
     "lr": ConfigField("train", "lr"),
+    "lr_decay": ConfigField("train", "lr_decay"),
     "clip": ConfigField("train", "clip"),
     "seed": ConfigField("train", "seed"),
     "device": ConfigField("train", "device"),
@@ -223,6 +224,7 @@ def train(
     epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 10,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    lr_decay: Annotated[float, typer.Option(help="Multiply the learning rate by this after each epoch (1: constant); may change on resume.")] = 1.0,
     clip: Annotated[float, typer.Option(help="Gradient norm clipping.")] = 10.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -248,7 +250,8 @@ def train(
 
 
 #: what may change when resuming; everything else comes from the checkpoint
-CHANGEABLE = ("epochs", "max_steps", "device", "data_dir", "log_every", "keep", "compile", "compile_mode")
+CHANGEABLE = ("epochs", "max_steps", "device", "data_dir", "log_every", "keep", "compile", "compile_mode",
+              "lr_decay")
 RESUMABLE = CHANGEABLE + ("progress", "resume", "distributed")  # and how the command runs
 
 

@@ -42,6 +42,7 @@ class TrainConfig:
     epochs: int = 10
     max_steps: Optional[int] = None     # stop early after this many optimizer steps
     lr: float = 1e-3
+    lr_decay: float = 1.0               # learning rate of epoch e: lr * lr_decay ** (e - 1); 1: constant
     clip: float = 10.0                  # gradient norm clipping
     seed: int = 0
     device: str = "auto"
@@ -84,6 +85,8 @@ def check_config(model_config, config: TrainConfig, kind) -> None:
             raise DrawkitError(f"{option} must be at least 1, got {value}")
     if not (config.lr > 0 and math.isfinite(config.lr)):
         raise DrawkitError(f"--lr must be a positive number, got {config.lr}")
+    if not 0 < config.lr_decay <= 1:
+        raise DrawkitError(f"--lr-decay must be above 0 and at most 1 (1: a constant rate), got {config.lr_decay}")
     if not (config.clip > 0 and math.isfinite(config.clip)):
         raise DrawkitError(f"--clip must be a positive number, got {config.clip}")
     if config.binarize is not None:
@@ -204,6 +207,8 @@ class Run:
 
     def train_epoch(self, stop) -> None:
         """The rest of the current epoch (a resumed run starts mid-epoch), or less if the run ends first."""
+        for group in self.optimizer.param_groups:  # a function of the epoch alone: a resumed run gets the same
+            group["lr"] = self.config.lr * self.config.lr_decay ** (self.state.epoch - 1)
         for batch in self.batches.epoch(self.state.epoch, skip=self.state.epoch_step):
             output = self.step(batch)
             log_now = self.state.step % self.config.log_every == 0 or self.state.step == self.total_steps

@@ -135,6 +135,25 @@ def test_resumed_run_equals_uninterrupted_run(data, tmp_path, total, first):
     assert_same_training_state(tmp_path / "straight", tmp_path / "split")
 
 
+def test_learning_rate_decays_once_per_epoch(data, tmp_path, monkeypatch):
+    rates = []
+
+    def step_recording_the_rate(model, optimizer, *args):
+        rates.append(optimizer.param_groups[0]["lr"])
+        return train_step(model, optimizer, *args)
+
+    monkeypatch.setattr(train_module, "train_step", step_recording_the_rate)
+    run(tmp_path, 3 * STEPS_PER_EPOCH, lr=1e-3, lr_decay=0.5)
+    assert rates == [1e-3] * STEPS_PER_EPOCH + [5e-4] * STEPS_PER_EPOCH + [2.5e-4] * STEPS_PER_EPOCH
+
+
+def test_decaying_run_resumed_mid_epoch_equals_uninterrupted_run(data, tmp_path):
+    run(tmp_path / "straight", 2 * STEPS_PER_EPOCH + 2, lr_decay=0.5)
+    run(tmp_path / "split", STEPS_PER_EPOCH + 2, lr_decay=0.5)
+    resume(tmp_path / "split", 2 * STEPS_PER_EPOCH + 2)
+    assert_same_training_state(tmp_path / "straight", tmp_path / "split")
+
+
 def test_run_stopped_by_a_signal_mid_epoch_resumes_exactly(data, tmp_path, monkeypatch):
     calls = []
 
