@@ -1,4 +1,9 @@
-"""The hooks a drawkit plugin may implement. Each receives a ``register`` callable."""
+"""The hooks a drawkit plugin may implement. Each receives a ``register`` callable.
+
+A plugin's function must carry ``@drawkit.hookimpl`` and one of these names exactly; drawkit
+reports, at start-up and in ``drawkit plugins``, a marked function with another name, a function
+named like a hook without the mark, and a plugin that registers nothing.
+"""
 import pluggy
 
 hookspec = pluggy.HookspecMarker("drawkit")

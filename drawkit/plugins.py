@@ -79,11 +79,11 @@ def load_plugins() -> None:
         if pm.has_plugin(ep.name):
             taken_by = f"package {sources[ep.name].package}" if ep.name in sources else "a plugin registered in code"
             key = f"{ep.name} ({source.package})"
-            broken[key] = (f"package {source.package} skipped, so its parts are missing: its entry-point name "
-                           f"'{ep.name}' is already used by {taken_by} (entry-point names in the "
+            broken[key] = (f"plugin '{ep.name}' (package {source.package}) skipped, so its parts are missing: the "
+                           f"entry-point name '{ep.name}' is already used by {taken_by} (entry-point names in the "
                            f"'{ENTRY_POINT_GROUP}' group must be unique across installed packages)")
-            not_loaded[key] = NotLoaded(ep.name, source,
-                                        f"package {source.package} was skipped, so its parts are missing")
+            not_loaded[key] = NotLoaded(ep.name, source, f"plugin '{ep.name}' of package {source.package} was "
+                                                         f"skipped, so its parts are missing")
             continue
         try:
             plugin = ep.load()
@@ -97,8 +97,8 @@ def load_plugins() -> None:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             broken[ep.name] = (f"plugin '{ep.name}' (package {source.package}) failed to load: "
                                f"{type(exc).__name__}: {message}")
-            not_loaded[ep.name] = NotLoaded(ep.name, source, f"package {source.package} failed to load, so its "
-                                                             f"parts are missing")
+            not_loaded[ep.name] = NotLoaded(ep.name, source, f"plugin '{ep.name}' of package {source.package} "
+                                                             f"failed to load, so its parts are missing")
             continue
         sources[ep.name] = source
 

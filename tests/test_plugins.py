@@ -518,14 +518,15 @@ def test_misspelled_name_in_drawkit_load_plugins_warns(load_again, monkeypatch, 
 def test_entry_point_name_clash_names_the_skipped_package(load_again, cli_runner):
     load_again(FakeEntryPoint("lstm", "drawkit-impostor", plugin=ToyPlugin()))
     why = plugins.broken["lstm (drawkit-impostor)"]
-    assert why == ("package drawkit-impostor skipped, so its parts are missing: its entry-point name 'lstm' is "
-                   "already used by package drawkit (entry-point names in the 'drawkit' group must be unique "
-                   "across installed packages)")
+    assert why == ("plugin 'lstm' (package drawkit-impostor) skipped, so its parts are missing: the entry-point "
+                   "name 'lstm' is already used by package drawkit (entry-point names in the 'drawkit' group must "
+                   "be unique across installed packages)")
     registry = get_registry()
     assert registry.get("encoder", "lstm").package == "drawkit" and "toy-gru" not in registry.names("encoder")
     with pytest.raises(DrawkitError) as error:
         registry.get("encoder", "toy-gru")
-    assert str(error.value).endswith("; package drawkit-impostor was skipped, so its parts are missing")
+    assert str(error.value).endswith("; plugin 'lstm' of package drawkit-impostor was skipped, so its parts are "
+                                     "missing")
     parts, by_plugin, result = both_tables(cli_runner)
     assert any(row[:3] == ["broken", "lstm", "drawkit-impostor 0.0.1"] and row[4] == why for row in parts)
     assert ["lstm", "drawkit-impostor 0.0.1", "", "", "broken"] in by_plugin
@@ -541,5 +542,6 @@ def test_one_module_under_two_entry_point_names_is_reported_once_in_one_line(loa
     assert plugins.broken["noisy"] == "plugin 'noisy' (package drawkit-noisy) failed to load: ImportError: first line"
     with pytest.raises(DrawkitError) as error:
         get_registry().get("encoder", "spotlight")
-    assert str(error.value).endswith("; package drawkit-noisy failed to load, so its parts are missing")
+    assert str(error.value).endswith("; plugin 'noisy' of package drawkit-noisy failed to load, so its parts are "
+                                     "missing")
     assert get_registry().get("encoder", "toy-gru").plugin == "toy"
