@@ -44,7 +44,32 @@ def _recorded(payload: dict, kind: str, name: str) -> dict:
     return {"plugin": "", "package": UNKNOWN, "version": "", **record}
 
 
-def _missing(kind: str, name: str, record: dict) -> str:
+def _not_loaded(registry, package: str, plugin: str) -> str:
+    """Why ``package``'s plugins are not there although it is installed: one of its entry points was
+    skipped (a name clash) or failed to load, the checkpoint's ``plugin`` first; '' when none was."""
+    infos = sorted((info for info in registry.plugins.values()
+                    if not info.loaded and info.missing and info.package == package),
+                   key=lambda info: info.name != plugin)
+    if not infos:
+        return ""
+    info = infos[0]
+    winner = registry.plugins.get(info.name)  # a skipped entry point's name is held by the plugin that took it
+    if winner is None or winner is info or not winner.loaded:
+        reason = info.problems[0] if info.problems else ""
+        reason = reason.partition("failed to load: ")[2] or "see 'drawkit plugins'"
+        return (f"package {package} is installed but its plugin '{info.name}' failed to load ({reason}); "
+                f"fix what that names, or reinstall {package}")
+    if winner.package == IN_CODE:
+        by, fix = "a plugin registered in code", "register that plugin under another name"
+    elif winner.package == "drawkit":  # drawkit's own entry points load first
+        by, fix = "package drawkit", f"{package} must rename its entry point '{info.name}'"
+    else:
+        by, fix = f"package {winner.package}", f"pip uninstall {winner.package}, or rename one of the two entry points"
+    return (f"package {package} is installed but its plugin '{info.name}' was skipped: the entry-point name "
+            f"'{info.name}' is already used by {by} (entry-point names must be unique; see docs/plugins.md); {fix}")
+
+
+def _missing(kind: str, name: str, record: dict, registry) -> str:
     """Why a checkpoint cannot be loaded when nothing supplies its ``kind`` ``name`` now, and what to do."""
     package = record["package"]
     if package == IN_CODE:
@@ -54,6 +79,9 @@ def _missing(kind: str, name: str, record: dict) -> str:
     if package == UNKNOWN:
         return (f"this checkpoint needs {kind} '{name}', which is not installed, and does not record which "
                 f"package supplied it; install the package that provides {kind} '{name}'")
+    why = _not_loaded(registry, package, record["plugin"])
+    if why:
+        return f"this checkpoint needs {kind} '{name}' from package '{package}'; {why}"
     return (f"this checkpoint needs {kind} '{name}' from package '{package}', which is not installed; "
             f"pip install {package}")
 
@@ -82,14 +110,15 @@ def check_parts(payload: dict, registry, names: dict) -> None:
     """Each part (kind -> name) must come from the package that supplied it when the checkpoint was written.
 
     Nothing supplies it now, or another package does: refused in one line naming the package (or the
-    plugin registered in code) and the fix. Another version of the same package: one warning per package,
-    once per command (per payload), and loading goes on.
+    plugin registered in code) and the fix; when the package is installed but its plugin was skipped (an
+    entry-point name clash) or failed to load, the line says so instead of asking to install it. Another
+    version of the same package: one warning per package, once per command (per payload), and loading goes on.
     """
     changed = {}  # (package, then, now) -> the parts
     for kind, name in names.items():
         record = _recorded(payload, kind, name)
         if name not in registry.names(kind):
-            raise DrawkitError(_missing(kind, name, record))
+            raise DrawkitError(_missing(kind, name, record, registry))
         reg = registry.get(kind, name)
         if UNKNOWN in (record["package"], reg.package):
             continue  # nothing to compare with

@@ -233,7 +233,7 @@ def train(
     log_every: Annotated[int, typer.Option(help="Steps between metrics lines.")] = 50,
     val_images: Annotated[Optional[int], typer.Option(help="Validate on this many images (default: all).")] = None,
     keep: Annotated[int, typer.Option(help="How many checkpoint-<step>.pt to keep besides checkpoint.pt and best.pt.")] = 3,
-    resume: Annotated[Optional[str], typer.Option(help="Continue the run in this folder from its last checkpoint.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue the run in this folder from its last checkpoint. The command that started the run may be given again with --resume added: options equal to the run's are accepted; a change to one that cannot change is refused, naming those that can.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Compile runs of 8 glimpses with torch.compile: faster steps, the same mathematics; under a minute to compile on a 2-core CPU.")] = False,
     compile_mode: Annotated[str, typer.Option(help="With --compile: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs.")] = "default",

@@ -2,16 +2,21 @@
 
 Another package is faked the way drawkit learns a plugin's package: an entry in drawkit.plugins.sources
 (what load_plugins records for an installed entry point) beside the plugin registered in code. Other
-records are faked by editing the checkpoint's ``plugins`` record.
+records are faked by editing the checkpoint's ``plugins`` record. An installed package whose entry point
+is skipped (a name clash) or fails to load is faked by running drawkit's entry-point loading again over
+fake entry points, as tests/test_plugins.py does.
 """
+import copy
 import shutil
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
 
 import drawkit
+import drawkit.registry as registry_module
 from drawkit import plugins, presets
 from drawkit.checkpoint import IN_CODE, check_parts, read_checkpoint
 from drawkit.classifier import ClassifierConfig, build_classifier
@@ -254,6 +259,105 @@ def test_a_missing_attention_plugin_names_its_package(crop_run, cli_runner, tmp_
         result = cli_runner.invoke(app, command(name, crop_run, tmp_path))
     assert_one_error_line(result, "this checkpoint needs attention 'crop' from package 'drawkit-a', which is not "
                                   "installed; pip install drawkit-a")
+
+
+# Installed, but its plugin was skipped or failed to load: the line says so, never "pip install" it
+
+class FakeEntryPoint:
+    """One line of a package's [project.entry-points.drawkit], as importlib.metadata gives it."""
+
+    def __init__(self, name, package, version="0.1", plugin=None, error=None):
+        self.name, self.dist = name, SimpleNamespace(name=package, version=version)
+        self.plugin, self.error = plugin, error
+
+    def load(self):
+        if self.error is not None:
+            raise self.error
+        return self.plugin
+
+
+class OtherPlugin:
+    @drawkit.hookimpl
+    def register_attention(self, register):
+        register("other", Crop)
+
+
+@pytest.fixture
+def entry_points(monkeypatch):
+    """``load(*entry_points)``: drawkit's entry-point loading run again over these alone, in this order;
+    drawkit's plugin state is put back afterwards."""
+    plugins.load_plugins()
+    state = {name: getattr(plugins, name) for name in ("broken", "sources", "not_loaded", "warnings")}
+    state["marked"] = registry_module._marked
+    saved = {name: copy.copy(value) for name, value in state.items()}
+    before = {name for name, _ in plugins.pm.list_name_plugin()}
+    monkeypatch.delenv("DRAWKIT_LOAD_PLUGINS", raising=False)
+
+    def load(*entry_points):
+        monkeypatch.setattr(plugins, "_entry_points", lambda: list(entry_points))
+        monkeypatch.setattr(plugins, "_loaded", False)
+        plugins.load_plugins()
+
+    try:
+        yield load
+    finally:
+        for name, _ in list(plugins.pm.list_name_plugin()):
+            if name not in before:
+                plugins.pm.unregister(name=name)
+        for name, value in saved.items():
+            state[name].clear()
+            state[name].extend(value) if isinstance(value, list) else state[name].update(value)
+
+
+def assert_error_after_warnings(result, warned, *fragments):
+    """Exit code 2, the start-up warning about the plugin (holding ``warned``), then one 'Error:' line."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 2 and lines[0].startswith("Warning:") and warned in lines[0], result.output
+    assert lines[1].startswith("Error:") and "Traceback" not in result.output, result.output
+    for fragment in fragments:
+        assert fragment in lines[1], (fragment, lines[1])
+    assert "pip install" not in lines[1]  # the package is installed
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_package_whose_plugin_was_skipped_for_a_name_clash_is_named_as_installed(crop_run, cli_runner, tmp_path,
+                                                                                   entry_points, name):
+    entry_points(FakeEntryPoint("crop_a", "drawkit-b", "0.2", plugin=OtherPlugin()),
+                 FakeEntryPoint("crop_a", "drawkit-a", "0.1", plugin=CropPlugin()))
+    with installed(rects()):
+        result = cli_runner.invoke(app, command(name, crop_run, tmp_path))
+    assert_error_after_warnings(
+        result, "plugin 'crop_a' (package drawkit-a) skipped",
+        "Error: this checkpoint needs attention 'crop' from package 'drawkit-a'; package drawkit-a is installed but "
+        "its plugin 'crop_a' was skipped: the entry-point name 'crop_a' is already used by package drawkit-b "
+        "(entry-point names must be unique; see docs/plugins.md); pip uninstall drawkit-b, or rename one of the two "
+        "entry points")
+
+
+def test_a_plugin_skipped_because_drawkit_has_its_name_is_named_with_the_fix(crop_run, cli_runner, tmp_path,
+                                                                             entry_points):
+    entry_points(FakeEntryPoint("lstm", "drawkit-a", "0.1", plugin=CropPlugin()))
+    result = cli_runner.invoke(app, command("sample", crop_run, tmp_path))
+    assert_error_after_warnings(
+        result, "plugin 'lstm' (package drawkit-a) skipped",
+        "package drawkit-a is installed but its plugin 'lstm' was skipped: the entry-point name 'lstm' is already "
+        "used by package drawkit (entry-point names must be unique; see docs/plugins.md); drawkit-a must rename its "
+        "entry point 'lstm'")
+
+
+@pytest.mark.parametrize("name", WITH_DATA)
+def test_a_package_whose_plugin_failed_to_load_is_named_as_installed(crop_run, cli_runner, tmp_path, entry_points,
+                                                                     name):
+    entry_points(FakeEntryPoint("rects_plugin", "drawkit-rects", "1.0",
+                                error=ImportError("No module named 'shapely'\nsecond line")))
+    with installed(crop_a()):
+        result = cli_runner.invoke(app, command(name, crop_run, tmp_path))
+    assert_error_after_warnings(
+        result, "plugin 'rects_plugin' (package drawkit-rects) failed to load",
+        "Error: this checkpoint needs dataset 'rects' from package 'drawkit-rects'; package drawkit-rects is "
+        "installed but its plugin 'rects_plugin' failed to load (ImportError: No module named 'shapely'); fix what "
+        "that names, or reinstall drawkit-rects")
 
 
 # An attention whose glimpse_shape is not what its read returns
