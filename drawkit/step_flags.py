@@ -17,20 +17,24 @@ class StepFlags:
         self.pending = deque()
 
     def push(self, step: int, finite: torch.Tensor) -> None:
-        """Queue step ``step``'s flag (a 0-dim bool tensor on the device) without waiting for it."""
+        """Queue step ``step``'s flag (a 0-dim tensor on the device) without waiting for it."""
         done = None
         if finite.device.type == "cuda":
-            host = torch.empty((), dtype=torch.bool, pin_memory=True)
-            host.copy_(finite, non_blocking=True)
+            host = torch.empty((), dtype=finite.dtype, pin_memory=True)
+            host.copy_(finite, non_blocking=True)  # queued on the current stream of the flag's device
             done = torch.cuda.Event()
-            done.record()
+            # that stream, not the current device's: with --device cuda:1 the current device may be cuda:0
+            done.record(torch.cuda.current_stream(finite.device))
             finite = host
         self.pending.append((step, finite, done))
 
     def read(self, everything: bool = False) -> Iterator[tuple[int, bool]]:
-        """(step, finite) for each flag older than the newest ``lag`` ones, or for every flag."""
+        """(step, value) for each flag older than the newest ``lag`` ones, or for every flag.
+
+        The value is a bool for a bool flag (a step's finiteness), an int for an integer one.
+        """
         while len(self.pending) > (0 if everything else self.lag):
             step, finite, done = self.pending.popleft()
             if done is not None:
                 done.synchronize()  # waits for that step only; later ones stay queued
-            yield step, bool(finite)
+            yield step, finite.item()

@@ -36,3 +36,46 @@ def test_training_adam_is_fused_on_the_cpu(registry):
 
     model = build_model(DrawConfig(image_shape=(1, 8, 8), glimpses=2, hidden=8, z_dim=2), registry)
     assert all(group["fused"] for group in make_optimizer(model, 1e-3).param_groups)
+
+
+def test_a_flag_on_another_gpu_is_waited_for_on_that_gpus_stream(monkeypatch):
+    """With --device cuda:1 the current device can be cuda:0: the event must follow the copy on cuda:1's stream."""
+    from types import SimpleNamespace
+
+    import drawkit.step_flags as step_flags
+
+    flag_device = torch.device("cuda", 1)
+    asked, events = [], []
+
+    class Host:
+        def __init__(self, value):
+            self.value = value
+
+        def copy_(self, source, non_blocking=False):
+            self.value = source.value
+
+        def item(self):
+            return self.value
+
+    class Event:
+        def __init__(self):
+            self.stream = None
+            events.append(self)
+
+        def record(self, stream=None):
+            self.stream = stream
+
+        def synchronize(self):
+            assert self.stream is not None
+
+    def current_stream(device=None):
+        asked.append(device)
+        return SimpleNamespace(device=torch.device(device) if device is not None else torch.device("cuda", 0))
+
+    fake_torch = SimpleNamespace(empty=lambda *a, **k: Host(None), bool=torch.bool,
+                                 cuda=SimpleNamespace(Event=Event, current_stream=current_stream))
+    monkeypatch.setattr(step_flags, "torch", fake_torch)
+    flags = step_flags.StepFlags(flag_device)
+    flags.push(1, SimpleNamespace(device=flag_device, dtype=torch.bool, value=False))
+    assert [event.stream.device for event in events] == [flag_device]
+    assert list(flags.read(everything=True)) == [(1, False)]
