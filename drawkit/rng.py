@@ -5,6 +5,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from drawkit.progress import stderr
+
 
 def rng_state() -> dict:
     """torch (CPU and CUDA), Python and NumPy states, as types torch.load(weights_only=True) accepts."""
@@ -19,13 +21,28 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what ``rng_state`` saved; each GPU's stream goes back to the GPU of the same index.
+
+    A run resumed on the same GPUs draws exactly what it would have. On fewer GPUs the streams of
+    the missing ones are left out, and one warning line says so (resuming still works).
+    """
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda") or []
+    present = torch.cuda.device_count() if saved and torch.cuda.is_available() else 0
+    for index, cuda_state in enumerate(saved[:present]):
+        torch.cuda.set_rng_state(cuda_state, index)
+    if len(saved) > present:
+        _warn(f"the checkpoint holds the random streams of {len(saved)} GPU(s), but {present} are visible; "
+              f"the streams of GPU(s) {', '.join(str(i) for i in range(present, len(saved)))} were not restored, "
+              f"so their random draws differ from the uninterrupted run's")
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def _warn(line: str) -> None:
+    stderr.print(f"[yellow]Warning:[/] {line}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
