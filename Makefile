@@ -11,7 +11,7 @@ ifneq ($(wildcard $(SHARED_DATA)/MNIST),)
 export DRAWKIT_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean gpu-check
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,15 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# `make gpu-check`: every GPU check in one run (about 8 minutes) into gpu-check/report.md and report.json;
+# `make gpu-check DEVICE=cpu`: the same steps at tiny sizes. Uses the Python that has drawkit installed:
+# the venv's when there is one, else $(PYTHON) (a GPU machine with drawkit installed by pip).
+DEVICE ?= cuda
+GPU_CHECK_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
+gpu-check:
+	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --device $(DEVICE) --out gpu-check
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
