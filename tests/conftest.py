@@ -32,6 +32,24 @@ TINY_TRAIN = ("--glimpses", "3", "--hidden", "16", "--z-dim", "4", "--read-size"
 
 
 @pytest.fixture(scope="session")
+def test_device() -> torch.device:
+    """The device the device-agnostic tests run on: $DRAWKIT_TEST_DEVICE (cpu, cuda, cuda:N), default cpu.
+
+    ``DRAWKIT_TEST_DEVICE=cuda make test`` runs them on the GPU; without one, every test using this skips.
+    """
+    name = os.environ.get("DRAWKIT_TEST_DEVICE", "cpu").strip() or "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        pytest.fail(f"DRAWKIT_TEST_DEVICE={name!r} is not a torch device; use cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip(f"DRAWKIT_TEST_DEVICE={name} but no CUDA GPU is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        pytest.skip(f"DRAWKIT_TEST_DEVICE={name} but this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+@pytest.fixture(scope="session")
 def mnist_available() -> Path:
     """The data root holding the real MNIST/raw, for tests of the real files; skips where they are absent."""
     if not REAL_DATA or not (Path(REAL_DATA) / MNIST_TRAIN_IMAGES).is_file():

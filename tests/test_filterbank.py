@@ -32,11 +32,11 @@ def paper_filters(centre, delta, sigma2, size, length):
     return torch.tensor(rows, dtype=torch.float64)
 
 
-def random_params(rng, batch):
+def random_params(rng, batch, device="cpu"):
     """Windows that stay mostly over the image, so every row has real mass to normalise."""
     return torch.tensor([[rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 2.0),
                           rng.uniform(-1.5, -0.7), rng.uniform(-1.0, 1.0)] for _ in range(batch)],
-                        dtype=torch.float64)
+                        dtype=torch.float64, device=device)
 
 
 def weighted_centres(f):
@@ -61,9 +61,9 @@ def test_window_follows_equations_21_to_24(size):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_filterbank_matches_explicit_loop(size):
-    params = random_params(random.Random(100 + size), batch=3)
-    fx, fy = filterbank(window_from_params(params, WIDTH, HEIGHT, size), WIDTH, HEIGHT)
+def test_filterbank_matches_explicit_loop(size, test_device):
+    params = random_params(random.Random(100 + size), batch=3, device=test_device)
+    fx, fy = (f.cpu() for f in filterbank(window_from_params(params, WIDTH, HEIGHT, size), WIDTH, HEIGHT))
     assert fx.shape == (3, size, WIDTH) and fy.shape == (3, size, HEIGHT)
     for b in range(3):
         gx, gy, sigma2, delta, _ = paper_window(params[b].tolist(), WIDTH, HEIGHT, size)
@@ -72,10 +72,11 @@ def test_filterbank_matches_explicit_loop(size):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_rows_sum_to_one(size):
-    params = random_params(random.Random(200 + size), batch=5)
+def test_rows_sum_to_one(size, test_device):
+    params = random_params(random.Random(200 + size), batch=5, device=test_device)
     for f in filterbank(window_from_params(params, WIDTH, HEIGHT, size), WIDTH, HEIGHT):
-        torch.testing.assert_close(f.sum(-1), torch.ones(5, size, dtype=torch.float64), rtol=0, atol=1e-7)
+        torch.testing.assert_close(f.sum(-1), torch.ones(5, size, dtype=torch.float64, device=test_device),
+                                   rtol=0, atol=1e-7)
 
 
 def test_zero_centre_lands_on_the_middle_of_the_image():
@@ -122,17 +123,18 @@ def test_filters_with_window_far_off_the_image_stay_finite():
     assert torch.isfinite(f).all()
 
 
-def filters_and_gamma(seed, batch, size):
-    params = random_params(random.Random(seed), batch)
+def filters_and_gamma(seed, batch, size, device="cpu"):
+    params = random_params(random.Random(seed), batch, device)
     window = window_from_params(params, WIDTH, HEIGHT, size)
     fx, fy = filterbank(window, WIDTH, HEIGHT)
     return fx, fy, window.gamma
 
 
 @pytest.mark.parametrize("size", [1, 3, 5])
-def test_read_is_gamma_fy_x_fx_transposed_for_every_channel(size):
-    fx, fy, gamma = filters_and_gamma(300 + size, batch=2, size=size)
-    x = torch.rand(2, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(size), dtype=torch.float64)
+def test_read_is_gamma_fy_x_fx_transposed_for_every_channel(size, test_device):
+    fx, fy, gamma = filters_and_gamma(300 + size, batch=2, size=size, device=test_device)
+    x = torch.rand(2, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(size),
+                   dtype=torch.float64).to(test_device)
     glimpse = read_patch(x, fx, fy, gamma)
     assert glimpse.shape == (2, 3, size, size)
     for b in range(2):
@@ -141,9 +143,10 @@ def test_read_is_gamma_fy_x_fx_transposed_for_every_channel(size):
 
 
 @pytest.mark.parametrize("size", [1, 3, 5])
-def test_write_is_fy_transposed_w_fx_over_gamma(size):
-    fx, fy, gamma = filters_and_gamma(400 + size, batch=2, size=size)
-    w = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size), dtype=torch.float64)
+def test_write_is_fy_transposed_w_fx_over_gamma(size, test_device):
+    fx, fy, gamma = filters_and_gamma(400 + size, batch=2, size=size, device=test_device)
+    w = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size),
+                    dtype=torch.float64).to(test_device)
     canvas = write_patch(w, fx, fy, gamma)
     assert canvas.shape == (2, 3, HEIGHT, WIDTH)
     for b in range(2):
@@ -152,12 +155,12 @@ def test_write_is_fy_transposed_w_fx_over_gamma(size):
 
 
 @pytest.mark.parametrize("size", [2, 5, 12])
-def test_read_and_write_with_shared_filters_are_adjoint(size):
+def test_read_and_write_with_shared_filters_are_adjoint(size, test_device):
     """<read(x), w> = gamma^2 <x, write(w)>: write is read's transpose, up to gamma on each side."""
-    fx, fy, gamma = filters_and_gamma(500 + size, batch=4, size=size)
+    fx, fy, gamma = filters_and_gamma(500 + size, batch=4, size=size, device=test_device)
     g = torch.Generator().manual_seed(size)
-    x = torch.randn(4, 2, HEIGHT, WIDTH, generator=g, dtype=torch.float64)
-    w = torch.randn(4, 2, size, size, generator=g, dtype=torch.float64)
+    x = torch.randn(4, 2, HEIGHT, WIDTH, generator=g, dtype=torch.float64).to(test_device)
+    w = torch.randn(4, 2, size, size, generator=g, dtype=torch.float64).to(test_device)
     left = (read_patch(x, fx, fy, gamma) * w).sum((1, 2, 3))
     right = gamma ** 2 * (x * write_patch(w, fx, fy, gamma)).sum((1, 2, 3))
     torch.testing.assert_close(left, right)
@@ -172,15 +175,15 @@ def test_read_of_many_channels_uses_the_same_filters_on_each():
 
 
 @pytest.fixture
-def attention():
+def attention(test_device):
     torch.manual_seed(0)
-    return FilterbankAttention((2, HEIGHT, WIDTH), hidden_size=16, read_size=3, write_size=4).double()
+    return FilterbankAttention((2, HEIGHT, WIDTH), hidden_size=16, read_size=3, write_size=4).double().to(test_device)
 
 
-def test_attention_read_stacks_x_and_error_image_through_the_read_window(attention):
-    h = torch.randn(5, 16, dtype=torch.float64)
-    x = torch.rand(5, 2, HEIGHT, WIDTH, dtype=torch.float64)
-    x_hat = torch.randn(5, 2, HEIGHT, WIDTH, dtype=torch.float64)
+def test_attention_read_stacks_x_and_error_image_through_the_read_window(attention, test_device):
+    h = torch.randn(5, 16, dtype=torch.float64, device=test_device)
+    x = torch.rand(5, 2, HEIGHT, WIDTH, dtype=torch.float64, device=test_device)
+    x_hat = torch.randn(5, 2, HEIGHT, WIDTH, dtype=torch.float64, device=test_device)
     glimpse = attention.read(x, x_hat, h)
     assert glimpse.shape == (5, 4, 3, 3) == (5, *attention.glimpse_shape)
     window = window_from_params(attention.read_params(h), WIDTH, HEIGHT, 3)
@@ -189,17 +192,17 @@ def test_attention_read_stacks_x_and_error_image_through_the_read_window(attenti
     torch.testing.assert_close(glimpse[:, 2:], read_patch(x_hat, fx, fy, window.gamma))
 
 
-def test_attention_write_paints_its_content_through_the_write_window(attention):
-    h = torch.randn(5, 16, dtype=torch.float64)
+def test_attention_write_paints_its_content_through_the_write_window(attention, test_device):
+    h = torch.randn(5, 16, dtype=torch.float64, device=test_device)
     window = window_from_params(attention.write_params(h), WIDTH, HEIGHT, 4)
     fx, fy = filterbank(window, WIDTH, HEIGHT)
     patch = attention.write_content(h).view(5, 2, 4, 4)
     torch.testing.assert_close(attention.write(h), write_patch(patch, fx, fy, window.gamma))
 
 
-def test_read_and_write_have_their_own_window_maps(attention):
-    h = torch.randn(3, 16, dtype=torch.float64)
-    x = torch.rand(3, 2, HEIGHT, WIDTH, dtype=torch.float64)
+def test_read_and_write_have_their_own_window_maps(attention, test_device):
+    h = torch.randn(3, 16, dtype=torch.float64, device=test_device)
+    x = torch.rand(3, 2, HEIGHT, WIDTH, dtype=torch.float64, device=test_device)
     read_before, write_before = attention.read(x, x, h), attention.write(h)
     with torch.no_grad():
         attention.write_params.weight.add_(0.5)

@@ -15,16 +15,16 @@ def tiny_config(**changes) -> DrawConfig:
     return DrawConfig(**{**settings, **changes})
 
 
-def make_model(registry, seed: int = 0, **changes):
+def make_model(registry, seed: int = 0, device="cpu", **changes):
     torch.manual_seed(seed)
-    return build_model(tiny_config(**changes), registry)
+    return build_model(tiny_config(**changes), registry).to(device)
 
 
 @pytest.mark.parametrize("attention", ["filterbank", "none"])
 @pytest.mark.parametrize("image_shape", [(1, 12, 10), (3, 8, 14)])
-def test_forward_shapes(registry, attention, image_shape):
-    model = make_model(registry, attention=attention, image_shape=image_shape)
-    x = torch.rand(5, *image_shape).round()
+def test_forward_shapes(registry, attention, image_shape, test_device):
+    model = make_model(registry, attention=attention, image_shape=image_shape, device=test_device)
+    x = torch.rand(5, *image_shape, device=test_device).round()
     out = model(x)
     assert out.reconstruction.shape == (5,)
     assert out.kl.shape == (5, T)
@@ -33,11 +33,12 @@ def test_forward_shapes(registry, attention, image_shape):
 
 
 @pytest.mark.parametrize("attention", ["filterbank", "none"])
-def test_forward_terms_are_the_bernoulli_nll_of_the_canvas_and_each_glimpses_gaussian_kl(registry, attention):
+def test_forward_terms_are_the_bernoulli_nll_of_the_canvas_and_each_glimpses_gaussian_kl(registry, attention,
+                                                                                         test_device):
     """Recomputed from the canvas and the posterior's (mu, log sigma^2) the pass produced (tests/bound_reference.py:
     log-sigmoids for -log D(x | c_T), torch.distributions for each glimpse's KL)."""
-    model = make_model(registry, attention=attention)
-    x = torch.rand(5, 1, 12, 10).round()
+    model = make_model(registry, attention=attention, device=test_device)
+    x = torch.rand(5, 1, 12, 10, device=test_device).round()
     with record_passes() as passes:
         out = model(x)
     (recorded,) = passes
@@ -49,14 +50,14 @@ def test_forward_terms_are_the_bernoulli_nll_of_the_canvas_and_each_glimpses_gau
 
 
 @pytest.mark.parametrize("attention", ["filterbank", "none"])
-def test_given_noise_makes_forward_deterministic(registry, attention):
-    model = make_model(registry, attention=attention)
-    x = torch.rand(3, 1, 12, 10).round()
-    noise = torch.randn(T, 3, 4)
+def test_given_noise_makes_forward_deterministic(registry, attention, test_device):
+    model = make_model(registry, attention=attention, device=test_device)
+    x = torch.rand(3, 1, 12, 10, device=test_device).round()
+    noise = torch.randn(T, 3, 4, device=test_device)
     first, second = model(x, noise=noise), model(x, noise=noise)
     torch.testing.assert_close(first.canvas, second.canvas, rtol=0, atol=0)
     torch.testing.assert_close(first.loss, second.loss, rtol=0, atol=0)
-    assert not torch.allclose(model(x, noise=torch.randn(T, 3, 4)).canvas, first.canvas)
+    assert not torch.allclose(model(x, noise=torch.randn(T, 3, 4, device=test_device)).canvas, first.canvas)
 
 
 def test_without_noise_forward_samples_afresh(registry):
@@ -66,10 +67,10 @@ def test_without_noise_forward_samples_afresh(registry):
 
 
 @pytest.mark.parametrize("attention", ["filterbank", "none"])
-def test_generate_gives_images_in_unit_interval(registry, attention):
-    model = make_model(registry, attention=attention, image_shape=(3, 8, 14))
+def test_generate_gives_images_in_unit_interval(registry, attention, test_device):
+    model = make_model(registry, attention=attention, image_shape=(3, 8, 14), device=test_device)
     images = model.generate(7)
-    assert images.shape == (7, 3, 8, 14)
+    assert images.shape == (7, 3, 8, 14) and images.device.type == test_device.type
     assert images.min() >= 0 and images.max() <= 1
     assert not torch.allclose(images[0], images[1])
 
@@ -148,16 +149,16 @@ def test_error_image_fed_to_read_is_x_minus_sigmoid_of_canvas(registry):
         torch.testing.assert_close(pairs[t][1], x - torch.sigmoid(canvases[t - 1]))
 
 
-def test_loss_falls_on_a_small_mnist_subset(registry, mnist_train_file):
+def test_loss_falls_on_a_small_mnist_subset(registry, mnist_train_file, test_device):
     torch.manual_seed(0)
     images = torch.from_numpy(mnist_train_file(512).copy()).unsqueeze(1)
-    x = (images.float() / 255 > 0.5).float()
-    model = build_model(DrawConfig(glimpses=4, hidden=32, z_dim=8, read_size=2, write_size=5), registry)
+    x = (images.float() / 255 > 0.5).float().to(test_device)
+    model = build_model(DrawConfig(glimpses=4, hidden=32, z_dim=8, read_size=2, write_size=5), registry).to(test_device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     order = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(100):
-        loss = model(x[torch.randint(0, len(x), (64,), generator=order)]).loss.mean()
+        loss = model(x[torch.randint(0, len(x), (64,), generator=order).to(test_device)]).loss.mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
