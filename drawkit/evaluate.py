@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from rich.markup import escape
 
-from drawkit.bound import variational_bound
+from drawkit.bound import held_out, variational_bound
 from drawkit.checkpoint import checkpoint_dataset, load_model
 from drawkit.classifier import classification_metrics
 from drawkit.data import SPLITS, fixed_binarization, load_labelled_split, load_split, trained_data_dir
@@ -89,7 +89,7 @@ def evaluate_bound(model, payload: dict, dataset, name: str, split: str, checkpo
         stderr.print(f"[yellow]Warning:[/] {escape(misfit)}", highlight=False, soft_wrap=True)
     with counting_progress(f"evaluate {split}", total=len(x), enabled=progress) as advance, \
             seeded(EVAL_SEED, device):  # the same checkpoint and options give the same numbers
-        result = variational_bound(model, x, batch_size, importance_samples, on_batch=advance)
+        result = variational_bound(model, held_out(x, device), batch_size, importance_samples, on_batch=advance)
     result.update(dataset=name, split=split, binarize=mode, likelihood=model.config.likelihood,
                   step=payload.get("step"), checkpoint=str(checkpoint), likelihood_fits_data=not misfit)
     if misfit:
@@ -115,7 +115,8 @@ def evaluate_classifier(model, payload: dict, dataset, name: str, split: str, ch
     mode = payload.get("train_config", {}).get("binarize") or "none"
     x = fixed_binarization(images[:max_images], mode, seed=EVAL_SEED)  # as the classifier saw its images
     with counting_progress(f"evaluate {split}", total=len(x), enabled=progress) as advance:
-        result = classification_metrics(model, x, labels[:max_images], batch_size, on_batch=advance)
+        result = classification_metrics(model, held_out(x, device), held_out(labels[:max_images], device),
+                                        batch_size, on_batch=advance)
     result.update(dataset=name, split=split, step=payload.get("step"), checkpoint=str(checkpoint))
     if getattr(dataset, "source", None):
         result["dataset_source"] = dataset.source

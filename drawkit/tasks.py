@@ -25,7 +25,7 @@ from dataclasses import fields, replace
 import torch
 
 from drawkit import distributed
-from drawkit.bound import variational_bound
+from drawkit.bound import held_out, variational_bound
 from drawkit.classifier import (ClassifierConfig, WithLoss, build_classifier, classification_metrics,
                                 resolve_classifier_config)
 from drawkit.data import Batches, binarize, fixed_binarization, load_labelled_split, load_split, num_classes, \
@@ -69,10 +69,11 @@ class Generate:
         return getattr(dataset, "default_binarize", "none")
 
     def load_data(self, dataset, config, device: torch.device):
-        """The training batches, on ``device``, and the validation images, binarized once with the run's seed."""
+        """The training batches, on ``device``, and the validation images, binarized once with the run's seed
+        (in page-locked memory for a GPU: each validation copies them batch by batch)."""
         train_images = load_split(dataset, config.dataset, "train", config.data_dir).to(device)
         valid_images = load_split(dataset, config.dataset, "valid", config.data_dir)[:config.val_images]
-        valid_x = fixed_binarization(valid_images, config.binarize, seed=config.seed)
+        valid_x = held_out(fixed_binarization(valid_images, config.binarize, seed=config.seed), device)
         return Batches(train_images, config.batch_size, config.seed), valid_x
 
     def batch(self, images: torch.Tensor, mode: str) -> torch.Tensor:
@@ -90,7 +91,8 @@ class Generate:
         return f"{record['loss']:.1f} nats/img (rec {record['reconstruction']:.1f}, kl {record['kl']:.1f})"
 
     def validate(self, model, valid_x: torch.Tensor, batch_size: int) -> dict:
-        return variational_bound(model, valid_x, batch_size)
+        """The bound in batches of the training batch size (the last one padded): one shape for a compiled model."""
+        return variational_bound(model, valid_x, batch_size, pad=True)
 
     def validation_text(self, record: dict) -> str:
         return (f"validation bound {record['nll_bound']:.2f} nats/image (rec {record['reconstruction']:.2f}, "
@@ -166,7 +168,7 @@ class Classify:
         valid_images, valid_labels = load_labelled_split(dataset, config.dataset, "valid", config.data_dir)
         valid_x = fixed_binarization(valid_images[:config.val_images], config.binarize, seed=config.seed)
         batches = Batches(train_images.to(device), config.batch_size, config.seed, labels=train_labels.to(device))
-        return batches, (valid_x, valid_labels[:config.val_images])
+        return batches, (held_out(valid_x, device), held_out(valid_labels[:config.val_images], device))
 
     def batch(self, batch, mode: str):
         images, labels = batch
@@ -183,7 +185,8 @@ class Classify:
         return f"loss {record['loss']:.3f} nats/img, train error {record['error_rate']:.1%}"
 
     def validate(self, model, valid, batch_size: int) -> dict:
-        return classification_metrics(model, *valid, batch_size)
+        """The measures in batches of the training batch size (the last one padded): one shape for a compiled model."""
+        return classification_metrics(model, *valid, batch_size, pad=True)
 
     def validation_text(self, record: dict) -> str:
         return (f"validation error {record['error_rate']:.2%} (accuracy {record['accuracy']:.2%}, "
