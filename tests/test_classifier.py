@@ -224,13 +224,13 @@ def test_config_round_trips_and_names_its_task():
 
 # Training
 
-def test_learns_which_quadrant_holds_the_square(parts, tmp_path):
+def test_learns_which_quadrant_holds_the_square(parts, tmp_path, test_device):
     """Chance is 75% error; after 300 steps the held-out error is far below it."""
     config = TrainConfig(task="classify", dataset="quadrants", batch_size=32, epochs=100, max_steps=300,
-                         out=str(tmp_path), val_images=128, log_every=50, device="cpu", seed=0, lr=3e-3)
+                         out=str(tmp_path), val_images=128, log_every=50, device=str(test_device), seed=0, lr=3e-3)
     result = train(DrawConfig(glimpses=2, hidden=32, read_size=4), config, progress=False)
     assert result["steps"] == 300 and {"error_rate", "accuracy", "nll"} <= set(result)
-    held_out = evaluate(tmp_path, split="test", device="cpu", progress=False)
+    held_out = evaluate(tmp_path, split="test", device=str(test_device), progress=False)
     assert held_out["error_rate"] < 0.15, held_out
     losses = [r["loss"] for r in train_records(tmp_path)]
     assert losses[-1] < 0.5 * losses[0]
@@ -241,11 +241,11 @@ def test_learns_which_quadrant_holds_the_square(parts, tmp_path):
                                                 "step", "epoch", "time_s"}
 
 
-def test_train_step_minimises_the_mean_cross_entropy(parts):
+def test_train_step_minimises_the_mean_cross_entropy(parts, test_device):
     from drawkit.tasks import TASKS
 
-    model = small(parts)
-    images, labels = quadrants(n=6)
+    model = small(parts).to(test_device)
+    images, labels = (t.to(test_device) for t in quadrants(n=6))
     expected = F.cross_entropy(model(images), labels)
     output, finite = train_step(TASKS["classify"].trainable(model), make_optimizer(model, 1e-3), (images, labels),
                                 clip=10.0)
