@@ -9,6 +9,7 @@ writes the run folder and prints. Outside torchrun these functions leave trainin
 """
 import os
 from contextlib import contextmanager
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -16,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError
+from drawkit.step_flags import StepFlags
 
 LAUNCH = "torchrun --nproc_per_node=N -m drawkit train ..."
 TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -100,8 +102,13 @@ def shard(batch: torch.Tensor) -> torch.Tensor:
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """DDP around ``model`` for training steps; it broadcasts rank 0's parameters, then averages gradients."""
-    if not active():
+    """DDP around ``model`` for training steps; it broadcasts rank 0's parameters, then averages gradients.
+
+    Whenever a process group is there, even of one process (``torchrun --nproc_per_node=1`` with
+    --distributed): a run of one process then trains as the ranks of a larger one do, DDP (and DDP
+    with --compile) included.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
         return model
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
@@ -134,11 +141,31 @@ def mean_over_ranks(*values: torch.Tensor) -> list[float]:
     return stacked.tolist()
 
 
-def agreed_stop(flag) -> int:
-    """The exit code of a stop signal any rank received (0: none), so every rank stops after the same step."""
-    code = flag.exit_code if flag.requested else 0
-    if not active():
-        return code
-    agreed = torch.tensor([code], device=_collective_device())
-    dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
-    return int(agreed.item())
+class StopAgreement:
+    """The exit code of a stop signal any rank received (0: none), so every rank stops after the same step.
+
+    Called once per step. Each call queues one all-reduce (the max of the ranks' codes). On a GPU
+    (nccl) its result is read one step late, as the step flags are: the host never waits for the step
+    it has just queued, and since every rank reads the same step's result at the same step, all stop
+    after the same step, one step after the signal. On the CPU (gloo) the all-reduce waits anyway and
+    there is nothing to overlap: the result is read at once.
+    """
+
+    def __init__(self, lag: Optional[int] = None):
+        self.lag = lag  # None: 1 with nccl, 0 otherwise
+        self.results = None  # StepFlags of the all-reduced codes, made at the first call inside a group
+        self.calls = 0
+
+    def __call__(self, flag) -> int:
+        code = flag.exit_code if flag.requested else 0
+        if not active():
+            return code
+        device = _collective_device()
+        if self.results is None:
+            lag = self.lag if self.lag is not None else (1 if dist.get_backend() == "nccl" else 0)
+            self.results = StepFlags(device, lag=lag)
+        agreed = torch.full((1,), code, dtype=torch.int64, device=device)  # a fill: no copy the host waits for
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        self.calls += 1
+        self.results.push(self.calls, agreed[0])
+        return max((value for _, value in self.results.read()), default=0)

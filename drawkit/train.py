@@ -152,7 +152,7 @@ class Run:
     """One training run: the model, its optimizer, where the run is (``state``) and the folder it writes.
 
     ``model`` is what is validated and saved; ``ddp_model`` (the same model as the kind trains it,
-    ``kind.trainable(model)``, wrapped in DDP when several processes train) takes the training steps. Only the main process writes files and
+    ``kind.trainable(model)``, wrapped in DDP when training joined a process group) takes the training steps. Only the main process writes files and
     prints, but every process goes through every step, log and validation: they hold collectives
     that all processes must join.
     """
@@ -179,6 +179,7 @@ class Run:
         self.started = time.perf_counter()  # for time_s and steps_per_s, with first_step
         self.first_step = self.state.step
         self.flags = StepFlags(device)
+        self.agreed_stop = distributed.StopAgreement()  # a stop signal on any process, agreed on by all
         self.non_finite = NonFiniteSteps(config.max_bad_steps, out / FILENAME)
         self.last = {}  # the newest metrics record, returned at the end
 
@@ -236,7 +237,7 @@ class Run:
 
     def stop_if_requested(self, stop) -> None:
         """After a stop signal on any process: save the finished step, then raise Interrupted everywhere."""
-        exit_code = distributed.agreed_stop(stop)
+        exit_code = self.agreed_stop(stop)
         if exit_code:
             self.count_non_finite(everything=True)
             self.save()

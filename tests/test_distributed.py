@@ -133,3 +133,77 @@ def test_batches_split_into_disjoint_equal_slices(monkeypatch):
     assert torch.equal(torch.cat(slices), batch) and {len(s) for s in slices} == {3}
     with pytest.raises(DrawkitError, match="--batch-size 10 does not split evenly across 4 processes"):
         distributed.check_batch_size(10)
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    """A gloo process group of this process alone, left again afterwards."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+class Signal:
+    def __init__(self):
+        self.requested, self.exit_code = False, 143
+
+
+def agreement_events(monkeypatch, agreement, steps: int, signal_after: int):
+    """Run ``agreement`` once per step (as if in a group of several), with a stop signal after ``signal_after``
+    steps; returns what it answered per step and the order of its all-reduces and host reads."""
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    events, keep = [], []
+    real_all_reduce, real_item = dist.all_reduce, torch.Tensor.item
+
+    def all_reduce(tensor, *args, **kwargs):
+        keep.append(tensor)
+        events.append(("reduce", tensor.data_ptr()))
+        return real_all_reduce(tensor, *args, **kwargs)
+
+    def item(tensor):
+        events.append(("read", tensor.data_ptr()))
+        return real_item(tensor)
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    monkeypatch.setattr(torch.Tensor, "item", item)
+    flag, answers = Signal(), []
+    for step in range(1, steps + 1):
+        answers.append(agreement(flag))
+        flag.requested = step >= signal_after
+    monkeypatch.undo()
+    return answers, events
+
+
+def test_a_gpu_run_reads_the_stop_agreement_one_step_late(monkeypatch, one_process_group):
+    answers, events = agreement_events(monkeypatch, distributed.StopAgreement(lag=1), steps=5, signal_after=2)
+    reduced = [ptr for what, ptr in events if what == "reduce"]
+    assert len(reduced) == 5 and len(set(reduced)) == 5
+    # the host reads step s's result only after step s + 1's all-reduce is queued: never the one just queued
+    assert events == [("reduce", reduced[0])] + [event for s in range(1, 5)
+                                                 for event in (("reduce", reduced[s]), ("read", reduced[s - 1]))]
+    assert answers == [0, 0, 0, 143, 143]  # the signal after step 2 is in step 3's all-reduce, read at step 4
+
+
+def test_the_stop_agreement_is_read_late_with_nccl_and_at_once_with_gloo(monkeypatch, one_process_group):
+    answers, _ = agreement_events(monkeypatch, distributed.StopAgreement(), steps=3, signal_after=1)
+    assert answers == [0, 143, 143]  # gloo, on the CPU: at once, as before
+    monkeypatch.setattr(dist, "get_backend", lambda *args: "nccl")
+    monkeypatch.setattr(distributed, "_collective_device", lambda: torch.device("cpu"))
+    agreement = distributed.StopAgreement()
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    agreement(Signal())
+    assert agreement.results.lag == 1
+
+
+def test_one_process_in_a_group_trains_through_ddp(one_process_group):
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = torch.nn.Linear(2, 1)
+    assert isinstance(distributed.wrap(model, torch.device("cpu")), DistributedDataParallel)
+
+
+def test_without_a_group_the_model_is_not_wrapped():
+    model = torch.nn.Linear(2, 1)
+    assert distributed.wrap(model, torch.device("cpu")) is model
