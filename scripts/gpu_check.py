@@ -27,9 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "bench" / "refdraw.py"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TAIL_LINES = 15
-#: the test files whose tensors and models follow $DRAWKIT_TEST_DEVICE (tests/conftest.py's test_device)
+#: the test files whose tensors and models may follow $DRAWKIT_TEST_DEVICE (tests/conftest.py's test_device);
+#: those that use the fixture run in the pytest step
 DEVICE_TESTS = ["tests/test_model.py", "tests/test_filterbank.py", "tests/test_speed_paths.py",
-                "tests/test_classifier.py"]
+                "tests/test_classifier.py", "tests/test_losses.py", "tests/test_likelihoods.py"]
+
+
+def device_tests() -> list:
+    return [name for name in DEVICE_TESTS if (ROOT / name).is_file() and "test_device" in (ROOT / name).read_text()]
 
 #: sizes per mode. gpu: the paper's model; cpu: the same steps, tiny; quick: tinier, no compile.
 PROFILES = {
@@ -43,7 +48,7 @@ PROFILES = {
             "bench_batch": 16, "big_batches": [64], "bench_steps": 3, "bench_warmup": 1, "rounds": 1,
             "train_batch": ["--batch-size", "16"], "train_seconds": 20, "log_every": 5, "val_images": 200, "eval_images": 200,
             "resume_steps": 5, "tiny_batch": 16, "tiny_steps": 5, "pictures": 4, "compile": True, "budget": 420},
-    "quick": {"model": ["--glimpses", "2", "--hidden", "8", "--z-dim", "2"],
+    "quick": {"model": ["--glimpses", "2", "--hidden", "8", "--z-dim", "2", "--dataset", "mnist"],
               "tiny": ["--glimpses", "2", "--hidden", "8", "--z-dim", "2"],
               "bench_model": ["--glimpses", "2", "--hidden", "8"],
               "bench_batch": 4, "big_batches": [8], "bench_steps": 1, "bench_warmup": 0, "rounds": 1,
@@ -134,7 +139,7 @@ class Check:
     def tests(self) -> None:
         env = dict(self.env, DRAWKIT_TEST_DEVICE=self.args.device)
         self.run("pytest on the device", [self.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                          *DEVICE_TESTS], 150, env=env,
+                                          *device_tests()], 150, env=env,
                  skip="--quick" if self.args.quick else None,
                  parse=lambda out: {"summary": out.strip().splitlines()[-1]})
 
@@ -222,13 +227,14 @@ class Check:
                                                              "(drawkit/distributed.py local_device)")
 
     def classifier(self) -> None:
+        p = self.p
         run = self.out / "classify"
         shutil.rmtree(run, ignore_errors=True)
         record = self.run("classifier train (--task classify)",
                           self.drawkit("train", "--task", "classify", *self.tiny_train("--out", run, classify=True)), 120)
         skip = None if record["status"] == "ok" else "the classifier run failed"
         self.run("classifier evaluate", self.drawkit("evaluate", "--checkpoint", run, "--json", "--no-progress",
-                                                     "--max-images", 500, "--device", self.args.device),
+                                                     "--max-images", p["eval_images"] or 500, "--device", self.args.device),
                  60, skip=skip, parse=lambda out: {k: last_json(out).get(k) for k in ("error_rate", "n_images")})
 
     # ---- reports -------------------------------------------------------------------------------
