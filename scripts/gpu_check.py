@@ -39,8 +39,8 @@ def device_tests() -> list:
 #: sizes per mode. gpu: the paper's model; cpu: the same steps, tiny; quick: tinier, no compile.
 PROFILES = {
     "gpu": {"model": [], "tiny": ["--glimpses", "8", "--hidden", "64", "--z-dim", "16"], "bench_model": [],
-            "bench_batch": 100, "big_batches": [1000, 4000], "bench_steps": 10, "bench_warmup": 3, "rounds": 3,
-            "train_batch": [], "train_seconds": 90, "log_every": 50, "val_images": 1000, "eval_images": None, "resume_steps": 20,
+            "bench_batch": 100, "big_batches": [1000, 4000], "bench_steps": 10, "bench_warmup": 3, "rounds": 1,
+            "train_batch": [], "train_seconds": 75, "log_every": 50, "val_images": 1000, "eval_images": None, "resume_steps": 10,
             "tiny_batch": 64, "tiny_steps": 20, "pictures": 8, "compile": True, "budget": 470},
     "cpu": {"model": ["--glimpses", "4", "--hidden", "32", "--z-dim", "8"],
             "tiny": ["--glimpses", "3", "--hidden", "16", "--z-dim", "4"],
@@ -139,7 +139,7 @@ class Check:
     def tests(self) -> None:
         env = dict(self.env, DRAWKIT_TEST_DEVICE=self.args.device)
         self.run("pytest on the device", [self.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                          *device_tests()], 150, env=env,
+                                          *device_tests()], 120, env=env,
                  skip="--quick" if self.args.quick else None,
                  parse=lambda out: {"summary": out.strip().splitlines()[-1]})
 
@@ -152,13 +152,13 @@ class Check:
         why_eager = None if p["compile"] else "--quick compiles nothing"
         self.run("bench eager, batch %d" % p["bench_batch"],
                  self.drawkit(*common, "--no-compile", "--batch-size", p["bench_batch"], "--rounds", p["rounds"],
-                              *reference), 60, parse=bench_figures)
+                              *reference), 90, parse=bench_figures)
         self.run("bench compiled, batch %d" % p["bench_batch"],
                  self.drawkit(*common, "--batch-size", p["bench_batch"], "--rounds", p["rounds"], *reference),
-                 90, parse=bench_figures, skip=why_eager)
+                 120, parse=bench_figures, skip=why_eager)
         self.run("bench reduce-overhead, batch %d" % p["bench_batch"],
                  self.drawkit(*common, "--compile-mode", "reduce-overhead", "--batch-size", p["bench_batch"],
-                              "--rounds", p["rounds"], *reference), 90, parse=bench_figures, skip=why_eager)
+                              "--rounds", p["rounds"], *reference), 120, parse=bench_figures, skip=why_eager)
         for batch in p["big_batches"]:
             self.run(f"bench compiled, batch {batch}", self.drawkit(*common, *compiled, "--batch-size", batch),
                      60, parse=bench_figures, skip="--quick: one bench is enough" if self.args.quick else None)
@@ -213,13 +213,12 @@ class Check:
                 "--log-every", 1, "--no-progress", "--device", self.args.device, *extra]
 
     def distributed(self) -> None:
-        torchrun = shutil.which("torchrun") or str(Path(self.python).with_name("torchrun"))
         for procs in (1, 2):
             run = self.out / f"torchrun-{procs}"
             shutil.rmtree(run, ignore_errors=True)
             skip = "--quick: torchrun is checked by the full run" if self.args.quick else None
             record = self.run(f"torchrun, {procs} process(es)",
-                              [torchrun, "--standalone", f"--nproc_per_node={procs}", "-m", "drawkit", "train",
+                              [self.python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", "-m", "drawkit", "train",
                                *self.tiny_train("--out", run)], 120, skip=skip,
                               parse=lambda out, run=run: {"last_step": train_figures(run).get("last_step")})
             if record["status"] == "failed" and "GPU(s)" in record.get("output_tail", ""):
