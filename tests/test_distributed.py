@@ -1,5 +1,6 @@
 """Training in two processes on the CPU (gloo), launched by torchrun as a user would."""
 import json
+import math
 import os
 import socket
 import subprocess
@@ -207,3 +208,34 @@ def test_one_process_in_a_group_trains_through_ddp(one_process_group):
 def test_without_a_group_the_model_is_not_wrapped():
     model = torch.nn.Linear(2, 1)
     assert distributed.wrap(model, torch.device("cpu")) is model
+
+
+def test_one_process_trains_a_compiled_model_through_ddp(picture_folder, tmp_path, monkeypatch, one_process_group):
+    """DDP around compiled glimpse runs (what `torchrun --nproc_per_node=1 ... --distributed --compile` does)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    import drawkit.train as train_module
+    from drawkit.model import DrawConfig
+
+    real_step, wrappers = train_module.train_step, []
+
+    def recording_step(model, *args):
+        wrappers.append(type(model))
+        return real_step(model, *args)
+
+    monkeypatch.setattr(train_module, "train_step", recording_step)
+    config = train_module.TrainConfig(
+        dataset="image-folder", dataset_options={"path": str(picture_folder), "image_size": 8, "grayscale": True},
+        batch_size=8, max_steps=2, val_images=4, log_every=1, device="cpu", out=str(tmp_path / "run"),
+        compile=True)
+    try:
+        result = train_module.train(DrawConfig(glimpses=2, hidden=8, z_dim=2, read_size=2, write_size=2), config,
+                                    progress=False)
+    except Exception as exc:
+        from test_speed_paths import compiler_missing
+
+        if not compiler_missing(exc):
+            raise
+        pytest.skip(f"no working C++ compiler for torch.compile here: {' '.join(str(exc).split())[:200]}")
+    assert wrappers == [DistributedDataParallel] * 2
+    assert result["steps"] == 2 and math.isfinite(result["nll_bound"])
