@@ -6,10 +6,12 @@ Tests of facts about the real MNIST files ask for ``mnist_available`` and skip, 
 those files are absent ($DRAWKIT_DATA as given to pytest, else ../shared/data).
 """
 import atexit
+import copy
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -159,3 +161,46 @@ class NoisePictures:
 
         g = torch.Generator().manual_seed(SPLITS.index(split))
         return torch.randint(0, 256, (self.sizes[split], *self.image_shape), generator=g, dtype=torch.uint8)
+
+
+class FakeEntryPoint:
+    """One line of a package's [project.entry-points.drawkit], as importlib.metadata gives it."""
+
+    def __init__(self, name: str, package: str, version: str = "0.0.1", plugin=None, error: Exception = None):
+        self.name, self.dist = name, SimpleNamespace(name=package, version=version)
+        self.plugin, self.error = plugin, error
+
+    def load(self):
+        if self.error is not None:
+            raise self.error
+        return self.plugin
+
+
+@pytest.fixture
+def load_again(monkeypatch):
+    """``load(*entry_points)``: drawkit's entry-point loading run again over these alone, in this order;
+    drawkit's plugin state is put back afterwards."""
+    import drawkit.registry as registry_module
+    from drawkit import plugins
+
+    plugins.load_plugins()
+    state = {name: getattr(plugins, name) for name in ("broken", "sources", "not_loaded", "warnings")}
+    state["marked"] = registry_module._marked  # which of `broken` the registry added, and takes back
+    saved = {name: copy.copy(value) for name, value in state.items()}
+    before = {name for name, _ in plugins.pm.list_name_plugin()}
+    monkeypatch.delenv("DRAWKIT_LOAD_PLUGINS", raising=False)
+
+    def load(*entry_points):
+        monkeypatch.setattr(plugins, "_entry_points", lambda: list(entry_points))
+        monkeypatch.setattr(plugins, "_loaded", False)
+        plugins.load_plugins()
+
+    try:
+        yield load
+    finally:
+        for name, _ in list(plugins.pm.list_name_plugin()):
+            if name not in before:
+                plugins.pm.unregister(name=name)
+        for name, value in saved.items():
+            state[name].clear()
+            state[name].extend(value) if isinstance(value, list) else state[name].update(value)

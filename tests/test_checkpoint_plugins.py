@@ -6,17 +6,14 @@ records are faked by editing the checkpoint's ``plugins`` record. An installed p
 is skipped (a name clash) or fails to load is faked by running drawkit's entry-point loading again over
 fake entry points, as tests/test_plugins.py does.
 """
-import copy
 import shutil
 from contextlib import contextmanager
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
 
 import drawkit
-import drawkit.registry as registry_module
 from drawkit import plugins, presets
 from drawkit.checkpoint import IN_CODE, check_parts, read_checkpoint
 from drawkit.classifier import ClassifierConfig, build_classifier
@@ -27,7 +24,7 @@ from drawkit.model import DrawConfig, build_model, check_read_shape
 from drawkit.plugins import PluginSource
 from drawkit.registry import get_registry
 from drawkit_plugins.filterbank import FilterbankAttention
-from conftest import assert_one_error_line
+from conftest import FakeEntryPoint, assert_one_error_line
 
 TINY = ["--glimpses", "2", "--hidden", "8", "--batch-size", "16", "--val-images", "16", "--device", "cpu",
         "--no-progress"]
@@ -263,17 +260,6 @@ def test_a_missing_attention_plugin_names_its_package(crop_run, cli_runner, tmp_
 
 # Installed, but its plugin was skipped or failed to load: the line says so, never "pip install" it
 
-class FakeEntryPoint:
-    """One line of a package's [project.entry-points.drawkit], as importlib.metadata gives it."""
-
-    def __init__(self, name, package, version="0.1", plugin=None, error=None):
-        self.name, self.dist = name, SimpleNamespace(name=package, version=version)
-        self.plugin, self.error = plugin, error
-
-    def load(self):
-        if self.error is not None:
-            raise self.error
-        return self.plugin
 
 
 class OtherPlugin:
@@ -282,31 +268,6 @@ class OtherPlugin:
         register("other", Crop)
 
 
-@pytest.fixture
-def entry_points(monkeypatch):
-    """``load(*entry_points)``: drawkit's entry-point loading run again over these alone, in this order;
-    drawkit's plugin state is put back afterwards."""
-    plugins.load_plugins()
-    state = {name: getattr(plugins, name) for name in ("broken", "sources", "not_loaded", "warnings")}
-    state["marked"] = registry_module._marked
-    saved = {name: copy.copy(value) for name, value in state.items()}
-    before = {name for name, _ in plugins.pm.list_name_plugin()}
-    monkeypatch.delenv("DRAWKIT_LOAD_PLUGINS", raising=False)
-
-    def load(*entry_points):
-        monkeypatch.setattr(plugins, "_entry_points", lambda: list(entry_points))
-        monkeypatch.setattr(plugins, "_loaded", False)
-        plugins.load_plugins()
-
-    try:
-        yield load
-    finally:
-        for name, _ in list(plugins.pm.list_name_plugin()):
-            if name not in before:
-                plugins.pm.unregister(name=name)
-        for name, value in saved.items():
-            state[name].clear()
-            state[name].extend(value) if isinstance(value, list) else state[name].update(value)
 
 
 def assert_error_after_warnings(result, warned, *fragments):
@@ -322,8 +283,8 @@ def assert_error_after_warnings(result, warned, *fragments):
 
 @pytest.mark.parametrize("name", ALL)
 def test_a_package_whose_plugin_was_skipped_for_a_name_clash_is_named_as_installed(crop_run, cli_runner, tmp_path,
-                                                                                   entry_points, name):
-    entry_points(FakeEntryPoint("crop_a", "drawkit-b", "0.2", plugin=OtherPlugin()),
+                                                                                   load_again, name):
+    load_again(FakeEntryPoint("crop_a", "drawkit-b", "0.2", plugin=OtherPlugin()),
                  FakeEntryPoint("crop_a", "drawkit-a", "0.1", plugin=CropPlugin()))
     with installed(rects()):
         result = cli_runner.invoke(app, command(name, crop_run, tmp_path))
@@ -336,8 +297,8 @@ def test_a_package_whose_plugin_was_skipped_for_a_name_clash_is_named_as_install
 
 
 def test_a_plugin_skipped_because_drawkit_has_its_name_is_named_with_the_fix(crop_run, cli_runner, tmp_path,
-                                                                             entry_points):
-    entry_points(FakeEntryPoint("lstm", "drawkit-a", "0.1", plugin=CropPlugin()))
+                                                                             load_again):
+    load_again(FakeEntryPoint("lstm", "drawkit-a", "0.1", plugin=CropPlugin()))
     result = cli_runner.invoke(app, command("sample", crop_run, tmp_path))
     assert_error_after_warnings(
         result, "plugin 'lstm' (package drawkit-a) skipped",
@@ -347,9 +308,9 @@ def test_a_plugin_skipped_because_drawkit_has_its_name_is_named_with_the_fix(cro
 
 
 @pytest.mark.parametrize("name", WITH_DATA)
-def test_a_package_whose_plugin_failed_to_load_is_named_as_installed(crop_run, cli_runner, tmp_path, entry_points,
+def test_a_package_whose_plugin_failed_to_load_is_named_as_installed(crop_run, cli_runner, tmp_path, load_again,
                                                                      name):
-    entry_points(FakeEntryPoint("rects_plugin", "drawkit-rects", "1.0",
+    load_again(FakeEntryPoint("rects_plugin", "drawkit-rects", "1.0",
                                 error=ImportError("No module named 'shapely'\nsecond line")))
     with installed(crop_a()):
         result = cli_runner.invoke(app, command(name, crop_run, tmp_path))

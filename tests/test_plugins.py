@@ -1,8 +1,7 @@
 """Plugins: built-ins arrive through entry points, outside ones through pm.register; clashes and failures are loud."""
-import copy
 import json
 import math
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 
 import imageio.v3 as iio
 import pytest
@@ -11,7 +10,6 @@ import torch.nn as nn
 import typer
 
 import drawkit
-import drawkit.registry as registry_module
 from drawkit import plugins
 from drawkit.checkpoint import load_model, read_checkpoint
 from drawkit.cli import app
@@ -20,7 +18,7 @@ from drawkit.model import DrawConfig, build_model, resolve_config
 from drawkit.registry import Registry, get_registry
 from drawkit_plugins.filterbank import FilterbankAttention
 from drawkit_plugins.lstm_encoder import LSTMEncoder
-from conftest import NoisePictures
+from conftest import FakeEntryPoint, NoisePictures
 
 
 class GRUEncoder(nn.Module):
@@ -236,44 +234,8 @@ def test_a_broken_row_goes_when_the_plugin_does(cli_runner):
     assert broken_rows(cli_runner)[0] == []
 
 
-class FakeEntryPoint:
-    """One line of a package's [project.entry-points.drawkit], as importlib.metadata gives it."""
-
-    def __init__(self, name: str, package: str, plugin=None, error: Exception = None):
-        self.name, self.dist = name, SimpleNamespace(name=package, version="0.0.1")
-        self.plugin, self.error = plugin, error
-
-    def load(self):
-        if self.error is not None:
-            raise self.error
-        return self.plugin
 
 
-@pytest.fixture
-def load_again(monkeypatch):
-    """``load(*entry_points)``: drawkit's entry-point loading run again over these alone; drawkit's plugin
-    state is put back afterwards."""
-    plugins.load_plugins()
-    state = {name: getattr(plugins, name) for name in ("broken", "sources", "not_loaded", "warnings")}
-    state["marked"] = registry_module._marked  # which of `broken` the registry added, and takes back
-    saved = {name: copy.copy(value) for name, value in state.items()}
-    before = {name for name, _ in plugins.pm.list_name_plugin()}
-    monkeypatch.delenv("DRAWKIT_LOAD_PLUGINS", raising=False)
-
-    def load(*entry_points):
-        monkeypatch.setattr(plugins, "_entry_points", lambda: list(entry_points))
-        monkeypatch.setattr(plugins, "_loaded", False)
-        plugins.load_plugins()
-
-    try:
-        yield load
-    finally:
-        for name, _ in list(plugins.pm.list_name_plugin()):
-            if name not in before:
-                plugins.pm.unregister(name=name)
-        for name, value in saved.items():
-            state[name].clear()
-            state[name].extend(value) if isinstance(value, list) else state[name].update(value)
 
 
 @pytest.fixture
