@@ -40,6 +40,19 @@ def held_out_batches(tensors: tuple, batch_size: int, device: torch.device,
         yield batch, n
 
 
+def evaluation_batches(model, tensors: tuple, batch_size: int, pad: bool = False) -> Iterator[tuple[tuple, int]]:
+    """held_out_batches on the model's device, with the model in eval mode throughout (its mode put back
+    after), and a CUDA-graph step mark (--compile-mode reduce-overhead) before each batch."""
+    was_training = model.training
+    model.eval()
+    try:
+        for batch, n in held_out_batches(tensors, batch_size, next(model.parameters()).device, pad):
+            torch.compiler.cudagraph_mark_step_begin()
+            yield batch, n
+    finally:
+        model.train(was_training)
+
+
 def importance_weighted_nll(model, x: torch.Tensor, samples: int, rows: int) -> torch.Tensor:
     """(B,) -log p(x) estimates from ``samples`` draws each, at most ``rows`` images per forward pass."""
     per_pass = max(1, rows // len(x))
@@ -61,12 +74,8 @@ def variational_bound(model, images: torch.Tensor, batch_size: int, importance_s
     ``pad``: every batch has ``batch_size`` rows (the last one padded, the padding left out of the
     sums), as validation during training does for a compiled model.
     """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    totals = torch.zeros(3, dtype=torch.float64, device=device)  # reconstruction, kl, importance-weighted
-    for (x,), n in held_out_batches((images,), batch_size, device, pad):
-        torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs (--compile-mode reduce-overhead): a new step
+    totals = torch.zeros(3, dtype=torch.float64, device=next(model.parameters()).device)  # rec, kl, iw
+    for (x,), n in evaluation_batches(model, (images,), batch_size, pad):
         out = model(x)
         totals[0] += out.reconstruction[:n].double().sum()
         totals[1] += out.kl[:n].double().sum()
@@ -74,7 +83,6 @@ def variational_bound(model, images: torch.Tensor, batch_size: int, importance_s
             totals[2] += importance_weighted_nll(model, x, importance_samples, batch_size)[:n].sum()
         if on_batch is not None:
             on_batch(n)
-    model.train(was_training)
     rec, kl, iw = (totals / len(images)).tolist()
     shape = model.config.image_shape
     result = {"nll_bound": rec + kl, "reconstruction": rec, "kl": kl,

@@ -159,20 +159,15 @@ def classification_metrics(model: Classifier, images: torch.Tensor, labels: torc
     ``pad``: every batch has ``batch_size`` rows (the last one padded, the padding left out of the
     sums), as validation during training does for a compiled model.
     """
-    from drawkit.bound import held_out_batches
+    from drawkit.bound import evaluation_batches
 
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    totals = torch.zeros(2, dtype=torch.float64, device=device)  # cross-entropy, errors
-    for (x, y), n in held_out_batches((images, labels), batch_size, device, pad):
-        torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs (--compile-mode reduce-overhead): a new step
+    totals = torch.zeros(2, dtype=torch.float64, device=next(model.parameters()).device)  # cross-entropy, errors
+    for (x, y), n in evaluation_batches(model, (images, labels), batch_size, pad):
         out = Classified(model(x)[:n], y[:n])
         totals[0] += out.loss.double().sum()
         totals[1] += out.errors.double().sum()
         if on_batch is not None:
             on_batch(n)
-    model.train(was_training)
     nll, error_rate = (totals / len(images)).tolist()
     return {"error_rate": error_rate, "accuracy": 1 - error_rate, "nll": nll, "n_images": len(images)}
 
