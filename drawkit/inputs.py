@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import torch
 
 from drawkit.checkpoint import checkpoint_dataset
-from drawkit.data import SPLITS, fixed_binarization, load_split, trained_data_dir
+from drawkit.data import SPLITS, fixed_binarization, load_labels, load_split, trained_data_dir
 from drawkit.errors import DrawkitError, check_choice
 from drawkit.images import load_image
 
@@ -31,13 +31,26 @@ def choose_inputs(payload: dict, registry, image_shape: tuple, n: int = 16, spli
                   indices: Optional[str] = None, images: Sequence[str] = (), invert: bool = False,
                   seed: int = 0, data_dir: Optional[str] = None) -> torch.Tensor:
     """(B, C, H, W) in the model's input form: ``images`` files, else ``indices`` of ``split``, else its first n."""
+    return choose_labelled_inputs(payload, registry, image_shape, n, split, indices, images, invert, seed,
+                                  data_dir, labels=False)[0]
+
+
+def choose_labelled_inputs(payload: dict, registry, image_shape: tuple, n: int = 16, split: str = "test",
+                           indices: Optional[str] = None, images: Sequence[str] = (), invert: bool = False,
+                           seed: int = 0, data_dir: Optional[str] = None,
+                           labels: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[str]]:
+    """choose_inputs, and with ``labels`` the true classes (B,) of images taken from the data set.
+
+    Returns (inputs, labels or None, why there are no labels or None): files carry no labels, and a
+    data set that cannot give them still gives its images.
+    """
     train_config = payload.get("train_config", {})
     mode = train_config.get("binarize") or "none"
     if images:
         if indices is not None:
             raise DrawkitError("give either --image or --indices, not both")
         x = torch.stack([load_image(path, image_shape, invert) for path in images])
-        return fixed_binarization(x, mode, seed)
+        return fixed_binarization(x, mode, seed), None, None
     if invert:
         raise DrawkitError("--invert applies to --image files only")
     check_choice("--split", split, SPLITS)
@@ -45,7 +58,8 @@ def choose_inputs(payload: dict, registry, image_shape: tuple, n: int = 16, spli
     if chosen is None and n < 1:
         raise DrawkitError(f"--n must be a positive whole number, got {n}")
     name, dataset = checkpoint_dataset(payload, registry, hint="; pass --image FILE")
-    data = load_split(dataset, name, split, data_dir or trained_data_dir(train_config))
+    root = data_dir or trained_data_dir(train_config)
+    data = load_split(dataset, name, split, root)
     if tuple(data.shape[1:]) != tuple(image_shape):
         raise DrawkitError(f"data set '{name}' has images of shape {tuple(data.shape[1:])} but the model takes "
                            f"{tuple(image_shape)}; pass --image FILE")
@@ -55,5 +69,11 @@ def choose_inputs(payload: dict, registry, image_shape: tuple, n: int = 16, spli
     if bad:
         raise DrawkitError(f"--indices {bad[0]} is out of range: the {split} split of '{name}' has "
                            f"{len(data)} images (0..{len(data) - 1})")
-    x = data[torch.tensor(chosen)]
-    return fixed_binarization(x, mode, seed)
+    chosen = torch.tensor(chosen)
+    x = fixed_binarization(data[chosen], mode, seed)
+    if not labels:
+        return x, None, None
+    try:
+        return x, load_labels(dataset, name, split, root, count=len(data))[chosen], None
+    except DrawkitError as exc:
+        return x, None, f"no true labels shown: {exc}"

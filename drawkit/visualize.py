@@ -9,12 +9,11 @@ from typing import Optional, Sequence
 
 import torch
 
-from drawkit.checkpoint import checkpoint_dataset, load_model
-from drawkit.data import load_labels, trained_data_dir
+from drawkit.checkpoint import load_model
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError
 from drawkit.frames import Style, trace_frames, trace_strip
-from drawkit.inputs import choose_inputs, parse_indices
+from drawkit.inputs import choose_labelled_inputs
 from drawkit.outputs import output_path
 from drawkit.registry import get_registry
 from drawkit.render import check_gif_options, save_gif, save_png
@@ -44,13 +43,15 @@ def visualize_attention(checkpoint, out="attention.gif", n: int = 16, split: str
         torch.manual_seed(seed)
         trace = trace_generation(model, n)
     else:
-        x = choose_inputs(payload, registry, model.config.image_shape, n=n, split=split, indices=indices,
-                          images=images, invert=invert, seed=seed, data_dir=data_dir)  # (B, C, H, W)
+        x, labels, no_labels = choose_labelled_inputs(  # x (B, C, H, W); labels only for a classifier
+            payload, registry, model.config.image_shape, n=n, split=split, indices=indices, images=images,
+            invert=invert, seed=seed, data_dir=data_dir, labels=not kind.generative)
+        if no_labels:
+            notes.append(no_labels)
         torch.manual_seed(seed)
         if kind.generative:
             trace = trace_reconstruction(model, x)
         else:
-            labels = None if images else _labels(payload, registry, n, split, indices, data_dir, notes)
             trace = trace_classification(model, x, labels)
     style = Style(scale=scale)
     frames = trace_frames(trace, style, hold_last=hold_last)
@@ -66,17 +67,3 @@ def visualize_attention(checkpoint, out="attention.gif", n: int = 16, split: str
     written["note"] = "; ".join(notes) or None
     return written
 
-
-def _labels(payload: dict, registry, n: int, split: str, indices: Optional[str], data_dir: Optional[str],
-            notes: list) -> Optional[torch.Tensor]:
-    """The true classes (B,) of the images choose_inputs took from the data set, in its order; None (and a
-    note) when the data set cannot give them: the picture is still drawn, without labels."""
-    train_config = payload.get("train_config", {})
-    name, dataset = checkpoint_dataset(payload, registry)  # choose_inputs has checked it (and warned) already
-    try:
-        labels = load_labels(dataset, name, split, data_dir or trained_data_dir(train_config))
-    except DrawkitError as exc:
-        notes.append(f"no true labels shown: {exc}")
-        return None
-    chosen = parse_indices(indices) or list(range(min(n, len(labels))))
-    return labels[torch.tensor(chosen)]
