@@ -1,5 +1,7 @@
 """Small data files in the layouts torchvision reads, for tests that need no real data set."""
 import struct
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -18,3 +20,13 @@ def numbered(n: int, shape: tuple) -> np.ndarray:
     flat = images.reshape(n, -1)
     flat[:, 0], flat[:, 1] = np.arange(n) % 256, np.arange(n) // 256
     return images
+
+
+def fake_scipy(monkeypatch, loadmat=None) -> None:
+    """An importable scipy.io (torchvision's SVHN reader imports it), with ``loadmat`` when given."""
+    scipy = types.ModuleType("scipy")
+    scipy.io = types.ModuleType("scipy.io")
+    if loadmat is not None:
+        scipy.io.loadmat = loadmat
+    monkeypatch.setitem(sys.modules, "scipy", scipy)
+    monkeypatch.setitem(sys.modules, "scipy.io", scipy.io)

@@ -10,7 +10,6 @@ import json
 import os
 import pickle
 import sys
-import types
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -20,7 +19,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from fake_files import numbered, write_idx
+from fake_files import fake_scipy, numbered, write_idx
 from drawkit.checkpoint import read_checkpoint
 from drawkit.cli import app
 from drawkit.data import load_split
@@ -273,10 +272,7 @@ def test_svhn_says_to_install_scipy(tmp_path, monkeypatch):
 
 def test_svhn_splits(tmp_path, monkeypatch):
     """torchvision's reader stands in (it needs scipy and the real files); the split is drawkit's."""
-    scipy = types.ModuleType("scipy")
-    scipy.io = types.ModuleType("scipy.io")
-    monkeypatch.setitem(sys.modules, "scipy", scipy)
-    monkeypatch.setitem(sys.modules, "scipy.io", scipy.io)
+    fake_scipy(monkeypatch)
 
     class FakeSVHN:
         def __init__(self, root, split, download):

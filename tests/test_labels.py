@@ -8,8 +8,6 @@ import hashlib
 import os
 import pickle
 import struct
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import NoisePictures
-from fake_files import numbered, write_idx
+from fake_files import fake_scipy, numbered, write_idx
 from drawkit.data import load_labelled_split, load_labels, load_split, num_classes
 from drawkit.errors import DataNotFound, DrawkitError
 from drawkit.registry import get_registry
@@ -279,10 +277,7 @@ def test_svhn_labels_follow_their_images_and_ten_is_the_digit_zero(tmp_path, mon
         return {"X": numbered(n, (3, 32, 32)).transpose(2, 3, 1, 0),          # the .mat layout (H, W, C, N)
                 "y": np.where(digits == 0, 10, digits).astype(np.uint8)[:, None]}
 
-    scipy = types.ModuleType("scipy")
-    scipy.io = types.SimpleNamespace(loadmat=loadmat)
-    monkeypatch.setitem(sys.modules, "scipy", scipy)
-    monkeypatch.setitem(sys.modules, "scipy.io", scipy.io)
+    fake_scipy(monkeypatch, loadmat)
     monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)
     for part in ("train", "test"):
         (tmp_path / f"{part}_32x32.mat").write_bytes(b"")
@@ -292,10 +287,7 @@ def test_svhn_labels_follow_their_images_and_ten_is_the_digit_zero(tmp_path, mon
 
 def test_svhn_maps_ten_to_zero_itself(tmp_path, monkeypatch):
     """A reader that leaves the .mat files' 10 as it is still gives labels 0..9."""
-    scipy = types.ModuleType("scipy")
-    scipy.io = types.ModuleType("scipy.io")
-    monkeypatch.setitem(sys.modules, "scipy", scipy)
-    monkeypatch.setitem(sys.modules, "scipy.io", scipy.io)
+    fake_scipy(monkeypatch)
 
     class RawSVHN:
         def __init__(self, root, split, download):
