@@ -8,11 +8,15 @@ so batches cost an index, not a DataLoader round trip.
 A labelled dataset also has ``num_classes`` and ``load_labels(split, root, download) -> long (N,)``,
 one label per image of ``load`` in the same order; one without labels may say why in
 ``no_labels_reason``. ``num_classes`` and ``load_labels`` below check what a plugin returns.
+
+A dataset that draws its training images anew for every epoch (generated data) sets
+``redraws_training = True`` and has ``load_epoch(epoch, root, download) -> {"images": (N, C, H, W),
+"labels": long (N,) when labelled}``, the same N every epoch; ``training_split`` serves it.
 """
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -144,6 +148,35 @@ def load_labelled_split(dataset, name: str, split: str,
     return images, load_labels(dataset, name, split, data_dir, count=len(images))
 
 
+def training_split(dataset, name: str, data_dir: Optional[str], device: torch.device, labelled: bool):
+    """(images, labels or None, redraw or None) for training: the fixed train split, or epoch 1's fresh draw.
+
+    ``redraw(epoch) -> (images, labels)`` is given to Batches when the dataset draws each epoch anew.
+    """
+    if not getattr(dataset, "redraws_training", False):
+        if labelled:
+            images, labels = load_labelled_split(dataset, name, "train", data_dir)
+            return images.to(device), labels.to(device), None
+        return load_split(dataset, name, "train", data_dir).to(device), None, None
+
+    def redraw(epoch: int):
+        drawn = _read_from_plugin(lambda split, root, download: dataset.load_epoch(epoch, root, download),
+                                  name, "train", data_dir)
+        images = drawn["images"]
+        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(dataset.image_shape):
+            raise DrawkitError(f"dataset '{name}' drew epoch {epoch}'s images of shape {tuple(images.shape)}, "
+                               f"expected (N, {', '.join(map(str, dataset.image_shape))})")
+        labels = drawn["labels"].long() if labelled else None
+        if labelled and labels.shape != (len(images),):
+            raise DrawkitError(f"dataset '{name}' drew {tuple(labels.shape)} labels for epoch {epoch}'s "
+                               f"{len(images)} images; its plugin's load_epoch must give one label per image")
+        return images.to(device), labels.to(device) if labelled else None
+
+    if labelled:
+        num_classes(dataset, name)
+    return (*redraw(1), redraw)
+
+
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 0..255 or float -> float32 in [0, 1]."""
     if images.dtype == torch.uint8:
@@ -165,22 +198,28 @@ def binarize(x: torch.Tensor, mode: str, generator: Optional[torch.Generator] = 
 class Batches:
     """Shuffled mini-batches of an in-memory tensor; the order depends only on (seed, epoch).
 
-    With ``labels`` (N,) each batch is (images, labels) of the same images, in the same order.
+    With ``labels`` (N,) each batch is (images, labels) of the same images, in the same order. With
+    ``redraw`` (epoch -> (images, labels)) every epoch has images of its own, ``images`` being epoch 1's.
     """
 
-    def __init__(self, images: torch.Tensor, batch_size: int, seed: int = 0, labels: Optional[torch.Tensor] = None):
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int = 0, labels: Optional[torch.Tensor] = None,
+                 redraw: Optional[Callable] = None):
         if len(images) < batch_size:
             raise DrawkitError(f"batch size {batch_size} is larger than the {len(images)} training images; "
                                f"use a smaller --batch-size")
         if labels is not None and len(labels) != len(images):
             raise ValueError(f"{len(labels)} labels for {len(images)} images")
         self.images, self.batch_size, self.seed, self.labels = images, batch_size, seed, labels
+        self.redraw, self.drawn_epoch = redraw, 1
 
     def __len__(self) -> int:
         return len(self.images) // self.batch_size  # the last partial batch is dropped
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator:
         """The batches of ``epoch`` after the first ``skip`` (a resumed run picks up mid-epoch)."""
+        if self.redraw is not None and epoch != self.drawn_epoch:
+            self.images, self.labels = self.redraw(epoch)
+            self.drawn_epoch = epoch
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(len(self.images), generator=g).to(self.images.device)
         for i in range(skip, len(self)):

@@ -36,3 +36,12 @@ def check_whole_number(what: str, value, least: int = 1, also: str = "") -> int:
     if not is_whole_number(value, least):
         raise DrawkitError(f"{what} must be a whole number of at least {least}{also}, got {value!r}")
     return value
+
+
+def check_flag(what: str, value) -> bool:
+    """A plugin option that is true or false (also given as the words true/false/yes/no), else one line."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+        return value.lower() in ("true", "yes")
+    raise DrawkitError(f"{what} must be true or false, got {value!r}")

@@ -29,7 +29,7 @@ from drawkit.bound import held_out, variational_bound
 from drawkit.classifier import (ClassifierConfig, WithLoss, build_classifier, classification_metrics,
                                 resolve_classifier_config)
 from drawkit.data import Batches, binarize, fixed_binarization, load_labelled_split, load_split, num_classes, \
-    to_unit_float
+    to_unit_float, training_split
 from drawkit.errors import DrawkitError, check_choice, check_positive
 from drawkit.likelihoods import LIKELIHOODS
 from drawkit.model import DrawConfig, build_model, resolve_config
@@ -71,10 +71,10 @@ class Generate:
     def load_data(self, dataset, config, device: torch.device):
         """The training batches, on ``device``, and the validation images, binarized once with the run's seed
         (in page-locked memory for a GPU: each validation copies them batch by batch)."""
-        train_images = load_split(dataset, config.dataset, "train", config.data_dir).to(device)
+        train_images, _, redraw = training_split(dataset, config.dataset, config.data_dir, device, labelled=False)
         valid_images = load_split(dataset, config.dataset, "valid", config.data_dir)[:config.val_images]
         valid_x = held_out(fixed_binarization(valid_images, config.binarize, seed=config.seed), device)
-        return Batches(train_images, config.batch_size, config.seed), valid_x
+        return Batches(train_images, config.batch_size, config.seed, redraw=redraw), valid_x
 
     def batch(self, images: torch.Tensor, mode: str) -> torch.Tensor:
         """This process's share of a global batch, in the model's input form."""
@@ -164,10 +164,11 @@ class Classify:
 
     def load_data(self, dataset, config, device: torch.device):
         """Training batches of (images, labels) on ``device``; the validation (images, labels)."""
-        train_images, train_labels = load_labelled_split(dataset, config.dataset, "train", config.data_dir)
+        train_images, train_labels, redraw = training_split(dataset, config.dataset, config.data_dir, device,
+                                                            labelled=True)
         valid_images, valid_labels = load_labelled_split(dataset, config.dataset, "valid", config.data_dir)
         valid_x = fixed_binarization(valid_images[:config.val_images], config.binarize, seed=config.seed)
-        batches = Batches(train_images.to(device), config.batch_size, config.seed, labels=train_labels.to(device))
+        batches = Batches(train_images, config.batch_size, config.seed, labels=train_labels, redraw=redraw)
         return batches, (held_out(valid_x, device), held_out(valid_labels[:config.val_images], device))
 
     def batch(self, batch, mode: str):

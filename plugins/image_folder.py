@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageOps
 
 from drawkit import hookimpl
-from drawkit.errors import DrawkitError, check_whole_number
+from drawkit.errors import DrawkitError, check_flag, check_whole_number
 from drawkit.progress import stderr
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
@@ -80,14 +80,6 @@ def split_of(names: list[str]) -> dict[str, list[int]]:
     return {"train": order[:a], "valid": order[a:b], "test": order[b:]}
 
 
-def flag(value, option: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-        return value.lower() in ("true", "yes")
-    raise DrawkitError(f"image-folder option {option} must be true or false, got {value!r}")
-
-
 class ImageFolder:
     """8-bit pictures: scored with the discretized logistic and never binarized, unless asked."""
 
@@ -103,7 +95,7 @@ class ImageFolder:
             what = "is not a folder" if self.path.exists() else "does not exist"
             raise DrawkitError(f"image-folder path {self.path} {what}; pass --dataset-opt path=DIR, "
                                f"a folder holding your pictures")
-        self.size, self.grayscale = image_size, flag(grayscale, "grayscale")
+        self.size, self.grayscale = image_size, check_flag("image-folder option grayscale", grayscale)
         self.image_shape = (1 if self.grayscale else 3, image_size, image_size)
         self.source = f"image folder {self.path}"
         self._files = None   # the picture files found, listed once so images, labels and classes agree

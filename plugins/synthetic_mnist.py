@@ -7,6 +7,11 @@ seeded from (data set, seed, split), and cached; the same options give the same 
 Overlapping strokes combine by maximum. Sizes: ``size`` training images, and size // 5 each
 for valid and test (50,000 / 10,000 / 10,000 by default).
 
+With ``fresh=true`` the training images are drawn anew for every epoch (``load_epoch``; from the
+same 50,000 training digits, by a generator of that epoch's own), so a model never sees the same
+composition twice: the unlimited training data of on-the-fly generation, which a fixed set of
+clutter cannot give. Valid and test stay fixed and cached.
+
 cluttered-mnist is labelled: an image's label is MNIST's label of its one whole digit (the
 clutter fragments do not count), taken from the digit index drawn for the image itself, so the
 images are the same as without labels; images and labels are cached together. multi-mnist has
@@ -18,7 +23,7 @@ from pathlib import Path
 import torch
 
 from drawkit import hookimpl
-from drawkit.errors import DataNotFound, DrawkitError, check_whole_number
+from drawkit.errors import DataNotFound, DrawkitError, check_flag, check_whole_number
 from drawkit_plugins.mnist import MNIST
 from drawkit_plugins.tensor_cache import cached
 
@@ -101,9 +106,10 @@ class SyntheticMNIST:
     default_likelihood = "bernoulli"
     labelled = False  # True: each image is labelled by the digit draw() picked for it, cached with the images
 
-    def __init__(self, seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, canvas: int = None):
+    def __init__(self, seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, canvas: int = None, fresh: bool = False):
         self.seed = check_whole_number(f"{self.name} option seed", seed, least=0)
         self.size = check_whole_number(f"{self.name} option size", size, least=1)
+        self.redraws_training = check_flag(f"{self.name} option fresh", fresh)
         self.canvas = check_whole_number(f"{self.name} option canvas",
                                          self.default_canvas if canvas is None else canvas, least=DIGIT)
         self.image_shape = (1, self.canvas, self.canvas)
@@ -121,18 +127,26 @@ class SyntheticMNIST:
         filename = "-".join(f"{k}{v}" for k, v in key.items()) + ".pt"
 
         def make() -> dict:
-            try:
-                mnist = MNIST()
-                digits = mnist.load(split, root, download)[:, 0]       # (M, 28, 28) uint8
-                labels = mnist.load_labels(split, root, download) if self.labelled else None  # (M,)
-            except DataNotFound as exc:
-                raise DataNotFound(f"MNIST, which it is made from, {exc}") from None
-            g = split_generator(self.name, self.seed, split)
-            images, picks = self.draw(digits, self.split_size(split), g)
-            return {"images": images, **({"labels": labels[picks].to(torch.uint8)} if self.labelled else {})}
+            return self.drawn(split, split_generator(self.name, self.seed, split), root, download)
 
         # a labelled set's files also hold labels: its key says so, so files made without them are made again
         return cached(self.name, filename, {**key, **({"labels": "digit"} if self.labelled else {})}, make)
+
+    def load_epoch(self, epoch: int, root: Path, download: bool) -> dict:
+        """With fresh=true, the training images of ``epoch`` (and their labels): drawn now, never cached."""
+        drawn = self.drawn("train", split_generator(self.name, self.seed, f"train-epoch-{epoch}"), root, download)
+        return {"images": drawn["images"].unsqueeze(1), **({"labels": drawn["labels"].long()} if self.labelled else {})}
+
+    def drawn(self, split: str, g: torch.Generator, root: Path, download: bool) -> dict:
+        """A split's ``split_size`` images from MNIST's digits of that split, drawn with ``g`` (and their labels)."""
+        try:
+            mnist = MNIST()
+            digits = mnist.load(split, root, download)[:, 0]       # (M, 28, 28) uint8
+            labels = mnist.load_labels(split, root, download) if self.labelled else None  # (M,)
+        except DataNotFound as exc:
+            raise DataNotFound(f"MNIST, which it is made from, {exc}") from None
+        images, picks = self.draw(digits, self.split_size(split), g)
+        return {"images": images, **({"labels": labels[picks].to(torch.uint8)} if self.labelled else {})}
 
     def key(self) -> dict:
         return {"canvas": self.canvas}
@@ -162,8 +176,8 @@ class ClutteredMNIST(SyntheticMNIST):
     num_classes = 10  # the digit placed whole; the clutter fragments do not count
 
     def __init__(self, seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, canvas: int = None,
-                 clutter: int = 8, fragment: int = 8):
-        super().__init__(seed, size, canvas)
+                 clutter: int = 8, fragment: int = 8, fresh: bool = False):
+        super().__init__(seed, size, canvas, fresh)
         self.clutter = check_whole_number(f"{self.name} option clutter", clutter, least=0)
         self.fragment = check_whole_number(f"{self.name} option fragment", fragment, least=1)
         if self.fragment > 20:

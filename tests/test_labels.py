@@ -333,6 +333,45 @@ def test_cluttered_label_is_the_one_whole_digit(mnist_files):
     assert (busy_images > images).any()
 
 
+def test_fresh_cluttered_epochs_differ_and_keep_their_labels(mnist_files):
+    digits, digit_labels = mnist_files["train"]
+    labels_of = {}
+    for digit, label in zip(digits[:50_000], digit_labels[:50_000].tolist()):  # training draws from these only
+        labels_of.setdefault(ink_key(digit), set()).add(label)
+    fresh = ClutteredMNIST(size=100, clutter=0, fresh=True)
+    assert fresh.redraws_training
+    root = Path(os.environ["DRAWKIT_DATA"])
+    first, second = fresh.load_epoch(1, root, download=False), fresh.load_epoch(2, root, download=False)
+    assert first["images"].shape == (100, 1, 100, 100) and first["labels"].dtype == torch.long
+    assert not torch.equal(first["images"], second["images"])               # a new draw every epoch
+    assert torch.equal(first["images"], fresh.load_epoch(1, root, download=False)["images"])  # the same one again
+    for drawn in (first, second):
+        for image, label in zip(drawn["images"][:, 0], drawn["labels"].tolist()):
+            assert label in labels_of[ink_key(image)]
+    fixed = ClutteredMNIST(size=100, clutter=0)
+    assert torch.equal(fresh.load("valid", root, download=False), fixed.load("valid", root, download=False))
+    with pytest.raises(DrawkitError, match="cluttered-mnist option fresh must be true or false, got 'maybe'"):
+        ClutteredMNIST(fresh="maybe")
+
+
+def test_batches_serve_each_epoch_its_own_draw():
+    from drawkit.data import Batches, training_split
+
+    fresh = ClutteredMNIST(size=40, canvas=32, clutter=1, fresh=True)
+    images, labels, redraw = training_split(fresh, "cluttered-mnist", None, torch.device("cpu"), labelled=True)
+    batches = Batches(images, 8, labels=labels, redraw=redraw)
+    epoch = {e: list(batches.epoch(e)) for e in (1, 2)}
+    again = {e: list(Batches(images, 8, labels=labels, redraw=redraw).epoch(e, skip=2)) for e in (2, 1)}
+    for e in (1, 2):
+        drawn_images, drawn_labels = redraw(e)
+        served = torch.cat([x for x, _ in epoch[e]])
+        assert sorted(map(bytes, served.flatten(1).numpy())) == \
+            sorted(map(bytes, drawn_images.flatten(1).numpy()))                # epoch e is redraw(e), shuffled
+        for (x, y), (x2, y2) in zip(epoch[e][2:], again[e]):
+            assert torch.equal(x, x2) and torch.equal(y, y2)                     # a resumed epoch: the same batches
+    assert not torch.equal(torch.cat([x for x, _ in epoch[1]]), torch.cat([x for x, _ in epoch[2]]))
+
+
 def test_cluttered_images_are_those_drawn_before_labels_existed():
     images = ClutteredMNIST(size=300).load("test", Path(os.environ["DRAWKIT_DATA"]), download=False)
     assert hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16] == CLUTTERED_TEST_SHA256
