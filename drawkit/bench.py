@@ -17,13 +17,16 @@ from typing import Optional
 
 import torch
 
+from drawkit import training
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError, check_choice, check_positive
+from drawkit.flops import matmul_shapes, peak_gflops, utilisation as product_utilisation
 from drawkit.model import COMPILE_MODES, GLIMPSES_PER_CALL, DrawConfig
+from drawkit.precision import check_precision, use_tf32
 from drawkit.presets import preset_options
 from drawkit.registry import get_registry
 from drawkit.tasks import task_named
-from drawkit.train import make_optimizer, train_step
+from drawkit.training import make_optimizer, train_step
 
 MODEL_FIELDS = {f.name for f in fields(DrawConfig)}
 #: the preset timed when none is named: the paper's MNIST model, or its cluttered-MNIST classifier
@@ -96,20 +99,36 @@ def run_reference(script: str, result: dict) -> dict:
     return reference
 
 
-def _time_steps(model, optimizer, x, steps: int, device: torch.device) -> float:
+def _time_steps(model, optimizer, x, steps: int, device: torch.device, precision: str = "fp32") -> float:
     _synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
-        train_step(model, optimizer, x, clip=10.0)
+        train_step(model, optimizer, x, clip=10.0, precision=precision)
     _synchronize(device)
     return time.perf_counter() - started
+
+
+def step_utilisation(kind, config, x, precision: str, seconds_per_step: float, device: torch.device) -> dict:
+    """How near the timed step's matrix products came to their own peak on this device (drawkit/flops.py).
+
+    The products are counted on a fresh eager model of the same config, on the same batch: compiled
+    code hides them from the counter, and the mathematics is the same. One extra step, then each
+    distinct product timed alone for a few tens of milliseconds.
+    """
+    eager = kind.build(config, get_registry()).to(device)
+    optimizer = make_optimizer(eager, lr=1e-3)
+    trainable = kind.trainable(eager)
+    # through drawkit.training: this step is counted, not timed, so a stand-in for the timed step leaves it alone
+    products = matmul_shapes(lambda: training.train_step(trainable, optimizer, x, clip=10.0, precision=precision))
+    return product_utilisation(sum(p.flops for p in products), seconds_per_step, peak_gflops(products, device))
 
 
 def bench(preset: Optional[str] = None, device: str = "auto", steps: int = 10, warmup: int = 3,
           batch_size: Optional[int] = None, glimpses: Optional[int] = None, hidden: Optional[int] = None,
           image_size: Optional[int] = None, compile: bool = True, seed: int = 0,
           reference: Optional[str] = None, glimpses_per_call: int = GLIMPSES_PER_CALL, rounds: int = 1,
-          compile_mode: str = "default", task: Optional[str] = None) -> dict:
+          compile_mode: str = "default", task: Optional[str] = None, precision: str = "fp32",
+          tf32: bool = True, utilisation: bool = True) -> dict:
     """Time ``steps`` training steps after ``warmup`` untimed ones (which also pay for compiling).
 
     ``task``: the kind of model (default: the preset's, else generate); ``preset`` defaults to the
@@ -118,13 +137,17 @@ def bench(preset: Optional[str] = None, device: str = "auto", steps: int = 10, w
     With ``reference`` (a script like refdraw.py) it is timed next, on the same model, batch and
     device, and ``speedup`` is drawkit's images/s over the reference's. With ``rounds`` > 1 the two
     take turns that many times and the medians are reported: on a shared machine whose speed drifts,
-    each ratio then compares runs seconds apart.
+    each ratio then compares runs seconds apart. ``precision`` bf16 times bfloat16 autocast steps (the
+    reference always runs float32, so ``speedup`` then includes what bf16 gains). ``utilisation`` adds
+    the step's matrix-product GFLOP and their achieved rate as a share of their peak (step_utilisation).
     """
     check_positive({"--steps": steps, "--batch-size": 1 if batch_size is None else batch_size,
                     "--glimpses-per-call": glimpses_per_call, "--rounds": rounds})
     if warmup < 0:
         raise DrawkitError(f"--warmup must be 0 or more, got {warmup}")
     check_choice("--compile-mode", compile_mode, COMPILE_MODES)
+    check_precision(precision)
+    use_tf32(tf32)
     kind = task_named(task or (preset_options(preset).get("task", "generate") if preset else "generate"))
     preset = preset or DEFAULT_PRESETS[kind.name]
     config = kind.from_options(bench_config(preset, glimpses, hidden, image_size), BENCH_CLASSES)
@@ -142,20 +165,20 @@ def bench(preset: Optional[str] = None, device: str = "auto", steps: int = 10, w
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    warmup_s = _time_steps(trainable, optimizer, x, warmup, device)
+    warmup_s = _time_steps(trainable, optimizer, x, warmup, device, precision)
     config = model.config
     result = {
         "impl": "drawkit",
         "memory": "CUDA tensors, peak" if device.type == "cuda" else "process resident size, peak",
         "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "compile": compile, "compile_mode": compile_mode, "preset": preset, "batch_size": batch_size,
+        "torch": torch.__version__, "precision": precision, "tf32": tf32 and device.type == "cuda", "compile": compile, "compile_mode": compile_mode, "preset": preset, "batch_size": batch_size,
         "task": kind.name, "glimpses": config.glimpses, "hidden": config.hidden, "z_dim": getattr(config, "z_dim", None),
         "read_size": config.read_size, "write_size": getattr(config, "write_size", None), "attention": config.attention,
         "encoder": config.encoder, "image_size": config.image_shape[-1], "steps": steps,
         "glimpses_per_call": model.glimpses_per_call, "warmup_s": warmup_s, "rounds": [],
     }
     for _ in range(rounds):
-        elapsed = _time_steps(trainable, optimizer, x, steps, device)
+        elapsed = _time_steps(trainable, optimizer, x, steps, device, precision)
         turn = {"images_per_s": batch_size * steps / elapsed, "s_per_step": elapsed / steps}
         if reference is not None:
             turn["reference"] = run_reference(reference, result)
@@ -163,6 +186,8 @@ def bench(preset: Optional[str] = None, device: str = "auto", steps: int = 10, w
         result["rounds"].append(turn)
     turns = result["rounds"]
     result.update(_medians(turns), peak_memory_mb=_peak_memory_mb(device))
+    if utilisation:  # drawkit's step only: the reference is another process
+        result.update(step_utilisation(kind, config, x, precision, result["s_per_step"], device))
     if reference is not None:
         result["reference"] = {**turns[-1]["reference"], **_medians([turn["reference"] for turn in turns])}
         result["speedup"] = statistics.median([turn["speedup"] for turn in turns])

@@ -2,6 +2,7 @@
 
 ``model_config["task"]`` names the kind of model (drawkit/tasks.py); DRAW's config leaves it out.
 """
+import json
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +21,14 @@ FORMAT = "drawkit-checkpoint"
 VERSION = 1
 FILENAME = "checkpoint.pt"
 BEST = "best.pt"
+
+#: a folder written by `drawkit export` (drawkit/export.py): the weights in safetensors, the rest in JSON
+EXPORT_FORMAT = "drawkit-export"
+EXPORT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+#: what an exported folder's config.json gives a payload, beside the weights
+EXPORTED_KEYS = ("model_config", "plugins", "train_config", "step", "dataset_source")
 
 
 #: the package a registry records for a part that a plugin registered in code (pm.register), not through an
@@ -194,18 +203,26 @@ class CheckpointWriter:
 
 
 def resolve_checkpoint_path(path) -> Path:
-    """Accept the checkpoint file or the run folder that holds it."""
+    """Accept the checkpoint file, the run folder that holds it, or a folder written by 'drawkit export'.
+
+    A run folder that also holds an export is read as the run: its checkpoint.pt can resume.
+    """
     path = Path(path).expanduser()
+    if path.is_dir() and not (path / FILENAME).is_file() and (path / WEIGHTS).is_file():
+        return path
     if path.is_dir():
         path = path / FILENAME
     if not path.is_file():
         raise DrawkitError(f"checkpoint {path} not found; train one with 'drawkit train --out DIR' "
-                           f"and pass --checkpoint DIR/{FILENAME}")
+                           f"and pass --checkpoint DIR/{FILENAME} (or a folder written by 'drawkit export')")
     return path
 
 
 def read_checkpoint(path) -> dict:
+    """The checkpoint's payload; an exported folder gives the same keys, less the training state."""
     path = resolve_checkpoint_path(path)
+    if path.is_dir():  # resolve_checkpoint_path gives a folder only for an export
+        return read_exported(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, corrupt, pickled code: all refused the same way
@@ -216,6 +233,52 @@ def read_checkpoint(path) -> dict:
     if payload.get("version", 0) > VERSION:
         raise DrawkitError(f"{path} was written by a newer drawkit (format {payload['version']}); upgrade drawkit")
     return payload
+
+
+def safetensors_torch():
+    """safetensors' torch functions, imported only when an export is written or read (one line if missing)."""
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise DrawkitError("exported models are stored with the package safetensors, which is not installed; "
+                           "pip install safetensors") from None
+    return safetensors.torch
+
+
+def read_exported(folder: Path) -> dict:
+    """An exported folder as a checkpoint payload: config.json's records and the weights, read without pickle.
+
+    It holds no optimizer, progress or random streams, so it cannot resume training.
+    """
+    config = read_export_config(folder)
+    try:
+        weights = safetensors_torch().load_file(str(folder / WEIGHTS), device="cpu")
+    except DrawkitError:
+        raise
+    except Exception as exc:  # truncated or not safetensors at all
+        raise DrawkitError(f"{folder / WEIGHTS} is not readable safetensors ({type(exc).__name__}); "
+                           f"export the run again with 'drawkit export'") from None
+    payload = {key: config[key] for key in EXPORTED_KEYS if key in config}
+    return {"format": FORMAT, "version": VERSION, **payload, "model": weights, "exported": True}
+
+
+def read_export_config(folder: Path) -> dict:
+    """config.json of an exported folder, checked to be one that this drawkit can read."""
+    path = folder / CONFIG
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DrawkitError(f"{folder} holds {WEIGHTS} but no {CONFIG}; export the run again with "
+                           f"'drawkit export'") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DrawkitError(f"{path} is not readable JSON ({type(exc).__name__}); export the run again "
+                           f"with 'drawkit export'") from None
+    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
+        raise DrawkitError(f"{path} is not the config of a drawkit export (no \"format\": \"{EXPORT_FORMAT}\")")
+    if not isinstance(config.get("format_version"), int) or config["format_version"] > EXPORT_VERSION:
+        raise DrawkitError(f"{folder} was exported by a newer drawkit (format {config.get('format_version')}); "
+                           f"upgrade drawkit")
+    return config
 
 
 def load_model(path, registry, device: Optional[torch.device] = None,

@@ -123,8 +123,8 @@ class Classifier(nn.Module):
             h_prev = h
             out, h, state = self._run_glimpses(x, h, state, min(run_length, T - t))
             if observe is not None:
-                observe(t, h_prev, h, self.head(out))
-        return self.head(out)                                   # (B, K)
+                observe(t, h_prev, h, self.head(out).float())
+        return self.head(out).float()                           # (B, K); float32 under bf16 autocast too
 
     def compile_glimpses(self, mode: Optional[str] = None, glimpses_per_call: int = GLIMPSES_PER_CALL) -> "Classifier":
         """Compile runs of glimpses with torch.compile, as Draw.compile_glimpses does: the same mathematics."""

@@ -1,6 +1,7 @@
 """The ``drawkit`` command: thin Typer wrappers over plain functions, errors as one line."""
 import json
 import os
+import shlex
 import sys
 from typing import Annotated, Callable, NamedTuple, Optional
 
@@ -143,6 +144,10 @@ TRAIN_OPTIONS = {
     "keep": ConfigField("train", "keep"),
     "compile": ConfigField("train", "compile"),
     "compile_mode": ConfigField("train", "compile_mode"),
+    "time_limit": ConfigField("train", "time_limit"),
+    "precision": ConfigField("train", "precision"),
+    "tf32": ConfigField("train", "tf32"),
+    "tensorboard": ConfigField("train", "tensorboard"),
 }
 #: `drawkit train` options that say how the command runs, not what is trained: in no config, set by no preset
 RUN_OPTIONS = ("progress", "resume", "distributed")
@@ -169,7 +174,7 @@ def train_configs(values: dict):
     ``TrainConfig.task`` names (drawkit/tasks.py).
     """
     from drawkit.model import DrawConfig
-    from drawkit.train import TrainConfig
+    from drawkit.training import TrainConfig
 
     fields = {"model": {}, "train": {}}
     for option, (config, field, convert) in TRAIN_OPTIONS.items():
@@ -178,12 +183,42 @@ def train_configs(values: dict):
     return DrawConfig(**fields["model"]), TrainConfig(**fields["train"])
 
 
-app = typer.Typer(cls=OneLineErrors, rich_markup_mode="rich", no_args_is_help=True, add_completion=False,
+def _registered(kind: str) -> Callable[[str], list[tuple[str, str]]]:
+    """Shell completion of an option naming a registered ``kind``: the names installed now, with descriptions."""
+
+    def complete(incomplete: str) -> list[tuple[str, str]]:
+        from drawkit.registry import get_registry
+
+        return [(reg.name, reg.description) for reg in get_registry().all()
+                if reg.kind == kind and reg.name.startswith(incomplete)]
+
+    return complete
+
+
+complete_encoder, complete_attention, complete_dataset = (_registered(k) for k in ("encoder", "attention", "dataset"))
+
+
+def complete_preset(incomplete: str) -> list[tuple[str, str]]:
+    """Shell completion of --preset: the preset names, with what each one is."""
+    from drawkit.presets import PRESETS
+
+    return [(name, what) for name, (what, _) in PRESETS.items() if name.startswith(incomplete)]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"drawkit {__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(cls=OneLineErrors, rich_markup_mode="rich", no_args_is_help=True, add_completion=True,
                   help="DRAW and DCRW image generation (and DRAW's attention classifier), built from plugins.")
 
 
 @app.callback()
-def _startup(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (for bug reports).")] = False) -> None:
+def _startup(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (for bug reports).")] = False,
+             version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                                   help="Print drawkit's version and exit.")] = False) -> None:
     """Report plugins that failed to load, clashed or are wired wrong, once, before any command runs."""
     from drawkit.registry import get_registry
 
@@ -203,14 +238,14 @@ def _explicit(ctx: typer.Context, name: str) -> bool:
 @app.command()
 def train(
     ctx: typer.Context,
-    preset: Annotated[Optional[str], typer.Option(help="Named settings, e.g. paper-mnist (see 'drawkit presets'); flags given win.")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Named settings, e.g. paper-mnist (see 'drawkit presets'); flags given win.", autocompletion=complete_preset)] = None,
     task: Annotated[str, typer.Option(help="generate: DRAW, a model that draws | classify: glimpses through the same attention and encoder, then a linear layer over the data set's classes (the paper's section 4.1).")] = "generate",
-    dataset: Annotated[str, typer.Option(help="Registered dataset (see 'drawkit plugins').")] = "mnist",
+    dataset: Annotated[str, typer.Option(help="Registered dataset (see 'drawkit plugins').", autocompletion=complete_dataset)] = "mnist",
     dataset_opt: Annotated[Optional[list[str]], typer.Option(help="Dataset option KEY=VALUE (repeatable).")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Same as --dataset-opt image_size=N (image-folder).")] = None,
     grayscale: Annotated[Optional[bool], typer.Option("--grayscale", help="Same as --dataset-opt grayscale=true (image-folder).")] = None,
-    encoder: Annotated[str, typer.Option(help="Registered encoder: lstm (DRAW), cnn (DCRW), ...")] = "lstm",
-    attention: Annotated[str, typer.Option(help="Registered attention: filterbank, none, ...")] = "filterbank",
+    encoder: Annotated[str, typer.Option(help="Registered encoder: lstm (DRAW), cnn (DCRW), ...", autocompletion=complete_encoder)] = "lstm",
+    attention: Annotated[str, typer.Option(help="Registered attention: filterbank, none, ...", autocompletion=complete_attention)] = "filterbank",
     glimpses: Annotated[int, typer.Option(help="T, read/write steps per image.")] = 64,
     hidden: Annotated[int, typer.Option(help="LSTM units.")] = 256,
     z_dim: Annotated[int, typer.Option(help="Latent size per glimpse.")] = 100,
@@ -237,25 +272,38 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Compile runs of 8 glimpses with torch.compile: faster steps, the same mathematics; under a minute to compile on a 2-core CPU.")] = False,
     compile_mode: Annotated[str, typer.Option(help="With --compile: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs.")] = "default",
+    tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="Also write OUT/tensorboard/ for 'tensorboard --logdir OUT': the metrics every --log-every steps, and after each validation its measures with samples and reconstructions. Needs pip install 'drawkit\\[tensorboard]'; may be turned on or off on resume.")] = False,
+    precision: Annotated[str, typer.Option(help="fp32 | bf16: bf16 runs the matrix products and LSTM gates in bfloat16 (autocast; about 2x the speed on CPUs with AVX512-BF16 and on GPUs); parameters, the canvas sum, likelihood, KL and loss stay float32. May change on resume.")] = "fp32",
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="CUDA: TF32 for float32 matrix products (on by default; --no-tf32 for full float32).")] = True,
+    time_limit: Annotated[Optional[str], typer.Option(help="Stop cleanly at the first step after this wall time (1h30m, 90m, 5400s), save, print the command that resumes and exit 0; a resumed run gets the same limit again unless given another (none: no limit).")] = None,
     distributed: Annotated[bool, typer.Option("--distributed", help="Join the processes torchrun started (automatic when it started several): 'torchrun --nproc_per_node=N -m drawkit train ...'.")] = False,
 ) -> None:
     """Train DRAW (or, with --task classify, a classifier) on a dataset; writes OUT/checkpoint.pt and OUT/metrics.jsonl."""
-    if resume:
-        return _resume(ctx, resume, progress, distributed)
+    model_config, config, payload = chosen_configs(ctx)
+    _run_training(model_config, config, progress, payload, distributed)
+
+
+def chosen_configs(ctx: typer.Context) -> tuple[object, object, Optional[dict]]:
+    """What `drawkit train` (and ``drawkit.train()``, drawkit/api.py) trains, from the options in ``ctx``.
+
+    Returns (model config, TrainConfig, the checkpoint payload to resume from, or None). A fresh run: every
+    option given, else the preset's value, else its default. With --resume: the run's configs (``_resumed``).
+    """
+    if ctx.params.get("resume"):
+        return _resumed(ctx, ctx.params["resume"])
     values = dict(ctx.params)  # every option: given, else its default; a preset's value wins over a default only
-    if preset:
-        values.update({k: v for k, v in preset_values(preset).items() if not _explicit(ctx, k)})
-    model_config, config = train_configs(values)
-    _run_training(model_config, config, progress, distributed=distributed)
+    if values.get("preset"):
+        values.update({k: v for k, v in preset_values(values["preset"]).items() if not _explicit(ctx, k)})
+    return (*train_configs(values), None)
 
 
 #: what may change when resuming; everything else comes from the checkpoint
 CHANGEABLE = ("epochs", "max_steps", "device", "data_dir", "log_every", "keep", "compile", "compile_mode",
-              "lr_decay")
+              "lr_decay", "time_limit", "tensorboard", "precision", "tf32")
 RESUMABLE = CHANGEABLE + ("progress", "resume", "distributed")  # and how the command runs
 
 
-def _resume(ctx: typer.Context, run_dir: str, progress: bool, distributed: bool) -> None:
+def _resumed(ctx: typer.Context, run_dir: str) -> tuple[object, object, dict]:
     """Continue a run: the options that match it are accepted, CHANGEABLE ones applied, any other change refused.
 
     So the command that started the run, with --resume added, resumes it (a --preset again too: its
@@ -264,7 +312,7 @@ def _resume(ctx: typer.Context, run_dir: str, progress: bool, distributed: bool)
     from dataclasses import replace
     from pathlib import Path
 
-    from drawkit.train import resume_configs
+    from drawkit.training import resume_configs
 
     model_config, config, payload = resume_configs(run_dir)
     folder = Path(run_dir).expanduser()
@@ -274,7 +322,7 @@ def _resume(ctx: typer.Context, run_dir: str, progress: bool, distributed: bool)
         if name not in RESUMABLE and name != "preset":  # a preset's name is only the record; its values count
             _same_as_run(ctx, name, value, source, model_config, config, Path(out))
     changes = {TRAIN_OPTIONS[name].field: value for name, (value, _) in given.items() if name in CHANGEABLE}
-    _run_training(model_config, replace(config, out=out, **changes), progress, payload, distributed)
+    return model_config, replace(config, out=out, **changes), payload
 
 
 def _resume_options(ctx: typer.Context) -> dict:
@@ -343,8 +391,8 @@ def _run_training(model_config, config, progress: bool, resume: dict = None, dis
     from drawkit import distributed as processes
     from drawkit.interrupts import exit_at_once_on_another_signal
     from drawkit.tasks import task_named
-    from drawkit.train import Interrupted
-    from drawkit.train import train as run_training
+    from drawkit.training import Interrupted
+    from drawkit.training import train as run_training
 
     with processes.session(distributed, config.device):
         main = processes.is_main()  # with several processes, rank 0 alone reports
@@ -358,6 +406,10 @@ def _run_training(model_config, config, progress: bool, resume: dict = None, dis
                              f"'drawkit train --resume {escape(str(config.out))}'", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code)
     if not main:
+        return
+    if result["time_up"]:
+        typer.echo(f"time limit {config.time_limit} reached after step {result['steps']}: checkpoint saved to "
+                   f"{result['checkpoint']}; continue with: drawkit train --resume {shlex.quote(str(config.out))}")
         return
     validation = task_named(config.task).summary(result)
     skipped = f"; skipped {result['skipped_steps']} non-finite steps" if result["skipped_steps"] else ""
@@ -382,28 +434,33 @@ def presets() -> None:
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[str, typer.Option(help="checkpoint.pt (or its run folder).")],
+    checkpoint: Annotated[str, typer.Option(help="checkpoint.pt, its run folder, or a folder written by 'drawkit export'.")],
     split: Annotated[str, typer.Option(help="test | valid | train")] = "test",
     importance_samples: Annotated[int, typer.Option(help="K > 1 adds the importance-weighted bound (Burda et al.).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 100,
     max_images: Annotated[Optional[int], typer.Option(help="Only the first N images of the split.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     data_dir: Annotated[Optional[str], typer.Option(help="Data root (else the run's, $DRAWKIT_DATA, ...).")] = None,
+    precision: Annotated[str, typer.Option(help="fp32 | bf16: the forward passes' number format (the figures are float32 unless bf16 is asked for; --json says which).")] = "fp32",
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="CUDA: allow TF32 in float32 matrix products (off: exact float32).")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
     """The test-set NLL bound (and importance-weighted bound) of a checkpoint, in nats/image and bits/dim; a
-    classifier's error rate, accuracy and cross-entropy."""
-    from drawkit.evaluate import evaluation
+    classifier's error rate, accuracy and cross-entropy. A checkpoint in a run folder also gets the result appended
+    to RUN/evaluations.jsonl (shown by 'drawkit report')."""
+    from drawkit.evaluate import evaluation, record_evaluation
 
     result, line = evaluation(checkpoint, split=split, importance_samples=importance_samples, batch_size=batch_size,
-                              max_images=max_images, device=device, data_dir=data_dir, progress=progress)
+                              max_images=max_images, device=device, data_dir=data_dir, progress=progress,
+                              precision=precision, tf32=tf32)
+    record_evaluation(checkpoint, result)  # RUN/evaluations.jsonl, for `drawkit report`
     typer.echo(json.dumps(result) if json_output else line)
 
 
 @app.command()
 def bench(
-    preset: Annotated[Optional[str], typer.Option(help="Model settings to time (see 'drawkit presets'; default paper-mnist, paper-cluttered with --task classify).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Model settings to time (see 'drawkit presets'; default paper-mnist, paper-cluttered with --task classify).", autocompletion=complete_preset)] = None,
     task: Annotated[Optional[str], typer.Option(help="generate | classify (default: the preset's, else generate); classify times steps on random labels.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     steps: Annotated[int, typer.Option(help="Timed training steps.")] = 10,
@@ -417,6 +474,9 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Time drawkit (and the reference) this many times in turn; report medians.")] = 1,
     glimpses_per_call: Annotated[int, typer.Option(help="Glimpses per compiled call (as 'train --compile').")] = 8,
     compile_mode: Annotated[str, typer.Option(help="default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs.")] = "default",
+    precision: Annotated[str, typer.Option(help="fp32 | bf16 (bfloat16 autocast, as 'train --precision bf16'); a --reference runs float32.")] = "fp32",
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="CUDA: TF32 for float32 matrix products, as in training (on by default).")] = True,
+    utilisation: Annotated[bool, typer.Option("--utilisation/--no-utilisation", help="Also count the step's matrix products and time them alone: achieved over peak GFLOPS (a few seconds more).")] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time full training steps (forward, backward, Adam) on synthetic binary images (and random labels with
@@ -427,7 +487,8 @@ def bench(
         result = run_bench(preset=preset, device=device, steps=steps, warmup=warmup, batch_size=batch_size,
                            glimpses=glimpses, hidden=hidden, image_size=image_size, compile=compile,
                            reference=reference, rounds=rounds, glimpses_per_call=glimpses_per_call,
-                           compile_mode=compile_mode, task=task)
+                           compile_mode=compile_mode, task=task, precision=precision, tf32=tf32,
+                           utilisation=utilisation)
     if json_output:
         typer.echo(json.dumps(result))
         return
@@ -442,7 +503,12 @@ def bench(
                                  if result[key] is not None), f"{result['encoder']}/{result['attention']}"]),
             "batch, image": f"{result['batch_size']} x {result['image_size']}x{result['image_size']}",
             "device": f"{result['device']} ({result['device_name']})", "torch": result["torch"],
+            "precision": result["precision"] + (" (TF32 products)" if result["tf32"] else ""),
             "warm-up": f"{warmup} steps, {result['warmup_s']:.1f} s"}
+    if "percent_of_peak" in result:
+        from drawkit.flops import describe
+
+        rows["matrix products"] = describe(result)
     if compile:
         rows["compiled"] = f"{result['glimpses_per_call']} glimpses per call, mode {result['compile_mode']}"
     if rounds > 1:
@@ -459,7 +525,7 @@ def bench(
 
 @app.command()
 def sample(
-    checkpoint: Annotated[str, typer.Option(help="checkpoint.pt (or its run folder).")],
+    checkpoint: Annotated[str, typer.Option(help="checkpoint.pt, its run folder, or a folder written by 'drawkit export'.")],
     n: Annotated[int, typer.Option(help="How many images.")] = 64,
     out: Annotated[str, typer.Option(help="PNG grid to write.")] = "samples.png",
     gif: Annotated[Optional[str], typer.Option(help="Also write a GIF of the canvas over the T glimpses.")] = None,
@@ -522,7 +588,7 @@ def version() -> None:
 
 @app.command()
 def reconstruct(
-    checkpoint: Annotated[str, typer.Option(help="checkpoint.pt (or its run folder).")],
+    checkpoint: Annotated[str, typer.Option(help="checkpoint.pt, its run folder, or a folder written by 'drawkit export'.")],
     n: Annotated[int, typer.Option(help="How many images (the first n of --split).")] = 16,
     out: Annotated[str, typer.Option(help="PNG to write.")] = "reconstructions.png",
     split: Annotated[str, typer.Option(help="test | train | valid")] = "test",
@@ -545,7 +611,7 @@ def reconstruct(
 
 @app.command()
 def visualize_attention(
-    checkpoint: Annotated[str, typer.Option(help="checkpoint.pt (or its run folder).")],
+    checkpoint: Annotated[str, typer.Option(help="checkpoint.pt, its run folder, or a folder written by 'drawkit export'.")],
     out: Annotated[str, typer.Option(help="GIF to write.")] = "attention.gif",
     n: Annotated[int, typer.Option(help="How many images (the first n of --split, or samples).")] = 16,
     split: Annotated[str, typer.Option(help="test | train | valid")] = "test",
@@ -585,6 +651,40 @@ def plot(
     from drawkit.curves import plot_curves
 
     typer.echo(f"wrote {plot_curves(run, out)}")
+
+
+@app.command()
+def export(
+    run: Annotated[str, typer.Argument(help="Run folder (its checkpoint.pt) or a checkpoint file such as RUN/best.pt.")],
+    out: Annotated[str, typer.Option(help="Folder to write: model.safetensors, config.json, README.md (model card) and a picture.")],
+    force: Annotated[bool, typer.Option("--force", help="Write into --out although it holds files: the export's files are replaced, the others kept.")] = False,
+) -> None:
+    """Write a run's model in the Hugging Face Hub's layout (safetensors weights, config.json, model card);
+    every --checkpoint accepts the folder, loading it without pickle."""
+    from drawkit.export import export as run_export
+
+    result = run_export(run, out, force=force)
+    if result["note"]:
+        stderr.print(f"[yellow]Note:[/] {escape(result['note'])}", highlight=False, soft_wrap=True)
+    typer.echo(f"wrote {result['out']} ({', '.join(result['files'])})")
+
+
+@app.command()
+def report(
+    run: Annotated[str, typer.Argument(help="Run folder (the --out of 'drawkit train').")],
+    out: Annotated[Optional[str], typer.Option(help="HTML file to write (default: RUN/report.html).")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best | last: the pictures come from RUN/best.pt or RUN/checkpoint.pt.")] = "best",
+    seed: Annotated[int, typer.Option(help="Random seed of the pictures.")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """One self-contained HTML page about a run: its settings and plugins, curves, fresh samples, reconstructions
+    and attention trace (a classifier: its glimpses), and the latest 'drawkit evaluate' results."""
+    from drawkit.report import write_report
+
+    result = write_report(run, out=out, checkpoint=checkpoint, seed=seed, device=device)
+    for text in result.notes:
+        stderr.print(f"[yellow]Note:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    typer.echo(f"wrote {result.html} (pictures from {result.checkpoint.name})")
 
 
 load_plugins()

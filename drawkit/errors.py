@@ -9,6 +9,10 @@ class DataNotFound(DrawkitError):
     """A data set is neither on disk nor downloadable."""
 
 
+class NotGenerative(DrawkitError):
+    """Drawing (sample, reconstruct) was asked of a model that cannot draw: a classifier."""
+
+
 def check_choice(option: str, value, choices) -> None:
     """``value`` must be one of ``choices``; otherwise one line naming the option and the choices."""
     if value not in choices:

@@ -2,24 +2,33 @@
 
 A classifier's checkpoint (``--task classify``) is measured by its error rate, accuracy and mean
 cross-entropy instead; the checkpoint's kind (drawkit/tasks.py) picks which.
+
+`drawkit evaluate` on a checkpoint in a run folder also appends its result to RUN/evaluations.jsonl,
+so that `drawkit report` can show the latest numbers per split.
 """
+import json
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Optional
 
 import torch
 from rich.markup import escape
 
 from drawkit.bound import held_out, variational_bound
-from drawkit.checkpoint import checkpoint_dataset, load_model
+from drawkit.checkpoint import checkpoint_dataset, load_model, resolve_checkpoint_path
 from drawkit.classifier import classification_metrics
+from drawkit.curves import METRICS  # a folder holding it is a run folder (written by `drawkit train`)
 from drawkit.data import SPLITS, fixed_binarization, load_labelled_split, load_split, trained_data_dir
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError, check_choice, check_positive
+from drawkit.precision import autocast, check_precision, use_tf32
 from drawkit.progress import counting_progress, stderr
 from drawkit.registry import get_registry
 from drawkit.rng import seeded
 from drawkit.tasks import task_of
 
 EVAL_SEED = 0  # held-out images of dynamically binarized sets are binarized once, and z drawn, from this seed
+EVALUATIONS = "evaluations.jsonl"  # in the run folder: one evaluate result a line, the newest last
 
 
 def likelihood_misfit(likelihood: Optional[str], x: torch.Tensor) -> str:
@@ -53,16 +62,21 @@ def likelihood_misfit(likelihood: Optional[str], x: torch.Tensor) -> str:
 
 def evaluate(checkpoint, split: str = "test", importance_samples: int = 1, batch_size: int = 100,
              max_images: Optional[int] = None, device: str = "auto", data_dir: Optional[str] = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, precision: str = "fp32", tf32: bool = False) -> dict:
     """Everything a results table needs, as one flat dict."""
-    return evaluation(checkpoint, split, importance_samples, batch_size, max_images, device, data_dir, progress)[0]
+    return evaluation(checkpoint, split, importance_samples, batch_size, max_images, device, data_dir, progress,
+                      precision, tf32)[0]
 
 
 def evaluation(checkpoint, split: str = "test", importance_samples: int = 1, batch_size: int = 100,
                max_images: Optional[int] = None, device: str = "auto", data_dir: Optional[str] = None,
-               progress: bool = True) -> tuple[dict, str]:
-    """``evaluate``'s dict and the line `drawkit evaluate` prints for it, measured as the checkpoint's kind is."""
+               progress: bool = True, precision: str = "fp32", tf32: bool = False) -> tuple[dict, str]:
+    """``evaluate``'s dict and the line `drawkit evaluate` prints for it, measured as the checkpoint's kind is.
+
+    Reported figures are float32 unless ``precision`` (bf16) or ``tf32`` (CUDA) says otherwise; the dict says which.
+    """
     check_choice("--split", split, SPLITS)
+    check_precision(precision)
     check_positive({"--importance-samples": importance_samples, "--batch-size": batch_size,
                     "--max-images": 1 if max_images is None else max_images})
     registry = get_registry()
@@ -70,10 +84,14 @@ def evaluation(checkpoint, split: str = "test", importance_samples: int = 1, bat
     model, payload = load_model(checkpoint, registry, device)
     train_config = payload.get("train_config", {})
     name, dataset = checkpoint_dataset(payload, registry)
-    return task_of(payload["model_config"]).evaluate(
-        model, payload, dataset, name, split, checkpoint=checkpoint, importance_samples=importance_samples,
-        batch_size=batch_size, max_images=max_images, data_dir=data_dir or trained_data_dir(train_config),
-        progress=progress, device=device)
+    use_tf32(tf32)
+    with autocast(precision, device):
+        result, line = task_of(payload["model_config"]).evaluate(
+            model, payload, dataset, name, split, checkpoint=checkpoint, importance_samples=importance_samples,
+            batch_size=batch_size, max_images=max_images, data_dir=data_dir or trained_data_dir(train_config),
+            progress=progress, device=device)
+    result.update(precision=precision, tf32=tf32 and device.type == "cuda")
+    return result, line
 
 
 def evaluate_bound(model, payload: dict, dataset, name: str, split: str, checkpoint, importance_samples: int,
@@ -123,3 +141,40 @@ def evaluate_classifier(model, payload: dict, dataset, name: str, split: str, ch
     line = (f"{name} {split} ({result['n_images']} images): error {result['error_rate']:.2%} (accuracy "
             f"{result['accuracy']:.2%}), cross-entropy {result['nll']:.4f} nats/image")
     return result, line
+
+
+def record_evaluation(checkpoint, result: dict) -> Optional[Path]:
+    """Append ``result``, with the time, to RUN/evaluations.jsonl when the checkpoint lies in a run folder.
+
+    Returns the file, or None for a checkpoint outside a run folder. A folder that cannot be written
+    costs a warning, never the evaluation the user waited for.
+    """
+    path = resolve_checkpoint_path(checkpoint)
+    run = path if path.is_dir() else path.parent  # a folder: one written by 'drawkit export', not a run
+    if not (run / METRICS).is_file():
+        return None
+    record = {"evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **result}
+    try:
+        with open(run / EVALUATIONS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as exc:
+        stderr.print(f"[yellow]Warning:[/] could not record the result in {escape(str(run / EVALUATIONS))}: "
+                     f"{escape(exc.strerror or str(exc))}", highlight=False, soft_wrap=True)
+        return None
+    return run / EVALUATIONS
+
+
+def read_evaluations(run) -> list[dict]:
+    """The results recorded in RUN/evaluations.jsonl, oldest first; lines that are not JSON objects are skipped."""
+    path = Path(run) / EVALUATIONS
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a full disk: the others still count
+        if isinstance(record, dict):
+            records.append(record)
+    return records

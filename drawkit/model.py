@@ -24,6 +24,7 @@ import torch.nn as nn
 from drawkit.errors import DrawkitError
 from drawkit.likelihoods import make_likelihood
 from drawkit.losses import gaussian_kl
+from drawkit.lstm import lstm_cell
 
 #: used when neither the user nor the encoder/attention plugin sets a window size (the paper's MNIST model)
 FALLBACK_SIZES = {"read_size": 2, "write_size": 5}
@@ -128,7 +129,7 @@ class Draw(nn.Module):
         x_hat = x - torch.sigmoid(canvas)                       # error image (B, C, H, W)
         patch = self.attention.read(x, x_hat, h_dec)            # (B, *glimpse_shape), placed by h_dec_{t-1}
         h_enc, enc_state = self.encoder(patch, h_dec, enc_state)
-        mu, logvar = self.posterior(h_enc).chunk(2, dim=1)      # (B, z) each
+        mu, logvar = self.posterior(h_enc).float().chunk(2, dim=1)  # (B, z) each; float32 under bf16 autocast too
         z = mu + eps * torch.exp(0.5 * logvar)                  # reparameterisation
         # log N(z; mu, sigma) - log N(z; 0, I) of this z (the 2 pi terms cancel), for importance weights
         ratio = 0.5 * (z.pow(2) - eps.pow(2) - logvar).sum(1) if log_ratio else None
@@ -140,8 +141,8 @@ class Draw(nn.Module):
 
         Both step and generate call it, so drawing from the prior cannot drift from training.
         """
-        h_dec, c_dec = self.decoder(z, dec_state)               # (B, hidden) each
-        canvas = canvas + self.attention.write(h_dec)           # (B, C, H, W), placed by h_dec_t
+        h_dec, c_dec = lstm_cell(self.decoder, z, dec_state)    # (B, hidden) each
+        canvas = canvas + self.attention.write(h_dec).float()   # (B, C, H, W), placed by h_dec_t; a float32 sum
         return canvas, (h_dec, c_dec)
 
     def run_steps(self, x, canvas, dec_state, enc_state, noise, log_ratio: bool = False):

@@ -30,7 +30,7 @@ from drawkit.classifier import (ClassifierConfig, WithLoss, build_classifier, cl
                                 resolve_classifier_config)
 from drawkit.data import Batches, binarize, fixed_binarization, load_labelled_split, load_split, num_classes, \
     to_unit_float, training_split
-from drawkit.errors import DrawkitError, check_choice, check_positive
+from drawkit.errors import DrawkitError, NotGenerative, check_choice, check_positive
 from drawkit.likelihoods import LIKELIHOODS
 from drawkit.model import DrawConfig, build_model, resolve_config
 
@@ -228,6 +228,6 @@ def task_of(model_config: dict):
 def require_generative(kind, command: str) -> None:
     """Refuse, in one line, to run a command that draws on a model that cannot draw."""
     if not kind.generative:
-        raise DrawkitError(f"drawkit {command} needs a generative checkpoint (this one was trained with "
-                           f"--task {kind.name})")
+        raise NotGenerative(f"drawkit {command} needs a generative checkpoint (this one was trained with "
+                            f"--task {kind.name})")
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from drawkit import hookimpl
+from drawkit.lstm import lstm_cell
 
 
 class LSTMEncoder(nn.Module):
@@ -18,7 +19,7 @@ class LSTMEncoder(nn.Module):
         return h, torch.zeros_like(h)
 
     def forward(self, glimpse: torch.Tensor, h_dec: torch.Tensor, state):
-        h, c = self.cell(torch.cat([glimpse.flatten(1), h_dec], dim=1), state)
+        h, c = lstm_cell(self.cell, torch.cat([glimpse.flatten(1), h_dec], dim=1), state)  # bf16 gates under autocast
         return h, (h, c)
 
 

@@ -21,7 +21,7 @@ from drawkit.data import SPLITS
 from drawkit.evaluate import evaluate
 from drawkit.model import DrawConfig
 from drawkit.registry import get_registry
-from drawkit.train import TrainConfig, make_optimizer, train, train_step
+from drawkit.training import TrainConfig, make_optimizer, train, train_step
 from conftest import NoisePictures, assert_one_error_line
 from test_speed_paths import compiler_missing
 
@@ -238,7 +238,7 @@ def test_learns_which_quadrant_holds_the_square(parts, tmp_path, test_device):
     assert valid and set(valid[-1]) == {"split", "error_rate", "accuracy", "nll", "n_images", "step", "epoch",
                                          "time_s"}
     assert set(train_records(tmp_path)[0]) == {"split", "loss", "error_rate", "steps_per_s", "skipped_steps",
-                                                "step", "epoch", "time_s"}
+                                                "precision", "step", "epoch", "time_s"}
 
 
 def test_train_step_minimises_the_mean_cross_entropy(parts, test_device):
@@ -292,7 +292,8 @@ def test_evaluate_equals_an_independent_computation(classifier_run, cli_runner):
                                      "--device", "cpu", "--batch-size", "50"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert set(report) == {"error_rate", "accuracy", "nll", "n_images", "dataset", "split", "step", "checkpoint"}
+    assert set(report) == {"error_rate", "accuracy", "nll", "n_images", "dataset", "split", "step", "checkpoint",
+                           "precision", "tf32"}
     assert report["n_images"] == 256 and (report["dataset"], report["split"], report["step"]) == ("quadrants", "test",
                                                                                                    3)
     assert report["nll"] == pytest.approx(nll, rel=1e-6)

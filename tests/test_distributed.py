@@ -25,26 +25,26 @@ STEPS = 5
 LAUNCHER = '''
 import os, runpy, signal, sys
 import torch
-import drawkit.train
+import drawkit.training
 from torch.nn.parallel import DistributedDataParallel
 
 rank, folder = int(os.environ["RANK"]), sys.argv.pop(1)
 stop_after = int(os.environ.get("TEST_STOP_AFTER", 0))
-train_step, models = drawkit.train.train_step, []
+train_step, models = drawkit.training.train_step, []
 
-def recording_step(model, optimizer, x, clip):
+def recording_step(model, optimizer, x, clip, precision="fp32"):
     assert isinstance(model, DistributedDataParallel), type(model)
     models.append(model.module)
     if len(models) == 1:
         torch.save(model.module.state_dict(), f"{folder}/init-{rank}.pt")
     if rank == 1 and len(models) == 2:
         x = torch.full_like(x, float("nan"))
-    result = train_step(model, optimizer, x, clip)
+    result = train_step(model, optimizer, x, clip, precision)
     if rank == 1 and len(models) == stop_after:
         os.kill(os.getpid(), signal.SIGTERM)
     return result
 
-drawkit.train.train_step = recording_step
+drawkit.training.train_step = recording_step
 try:
     runpy.run_module("drawkit", run_name="__main__", alter_sys=True)
 finally:
@@ -214,7 +214,7 @@ def test_one_process_trains_a_compiled_model_through_ddp(picture_folder, tmp_pat
     """DDP around compiled glimpse runs (what `torchrun --nproc_per_node=1 ... --distributed --compile` does)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    import drawkit.train as train_module
+    import drawkit.training as train_module
     from drawkit.model import DrawConfig
 
     real_step, wrappers = train_module.train_step, []

@@ -172,6 +172,8 @@ def test_training_data_loading_pins_nothing_on_the_cpu_and_asks_held_out_for_the
     images, labels = torch.randint(0, 256, (12, 1, 2, 2), dtype=torch.uint8), torch.zeros(12, dtype=torch.long)
     monkeypatch.setattr(tasks, "load_split", lambda *args: images)
     monkeypatch.setattr(tasks, "load_labelled_split", lambda *args: (images, labels))
+    monkeypatch.setattr(tasks, "training_split", lambda dataset, name, data_dir, device, labelled:
+                        (images.to(device), labels.to(device) if labelled else None, None))
     asked = []
     monkeypatch.setattr(tasks, "held_out", lambda tensor, device: asked.append(device) or bound.held_out(tensor, device))
     config = SimpleNamespace(dataset="fake", data_dir=None, val_images=None, binarize="none", seed=0, batch_size=4)

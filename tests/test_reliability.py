@@ -16,16 +16,17 @@ import torch
 
 import drawkit
 from drawkit import checkpoint as checkpoint_module
-from drawkit import train as train_module
+from drawkit import training as train_module
 from drawkit.checkpoint import FORMAT, VERSION, load_model, read_checkpoint, save_checkpoint
 from drawkit.cli import app
 from drawkit.data import SPLITS
+from drawkit.durations import parse_duration
 from drawkit.errors import DrawkitError
 from drawkit.likelihoods import Bernoulli
 from drawkit.model import DrawConfig, build_model
 from drawkit.registry import get_registry
 from drawkit.tasks import Generate
-from drawkit.train import Interrupted, TrainConfig, resume_configs, train, train_step
+from drawkit.training import Interrupted, TrainConfig, resume_configs, train, train_step
 from drawkit_plugins.filterbank import filterbank, read_patch, window_from_params, write_patch
 
 DATASET = "random-grey-8x8"
@@ -184,6 +185,63 @@ def test_cli_resume_continues_to_the_same_parameters(data, tmp_path, cli_runner)
     assert "trained 9 steps" in result.output
     assert_same_training_state(straight, split)
     assert [r["step"] for r in records(split)] == list(range(1, 10))
+
+
+# --time-limit: a clean stop that a scheduler can requeue
+
+@pytest.mark.parametrize("text, seconds", [("1h30m", 5400), ("90m", 5400), ("5400s", 5400), ("5400", 5400),
+                                           ("1.5h", 5400), ("2d", 172800), ("1m 30s", 90), ("none", None)])
+def test_time_limit_reads_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["5x", "0", "0s", "h", "", "-5m", "1h-30m"])
+def test_time_limit_refuses_what_is_not_a_duration(text):
+    with pytest.raises(DrawkitError, match="--time-limit (expects a duration|must be longer than zero)"):
+        parse_duration(text)
+
+
+def slow_steps(monkeypatch, seconds):
+    """Each training step takes ``seconds`` longer: a time limit then falls a few steps into the run."""
+    def slow(*args):
+        time.sleep(seconds)
+        return train_step(*args)
+
+    monkeypatch.setattr(train_module, "train_step", slow)
+
+
+def test_time_limit_stops_cleanly_saves_and_resumes_exactly(data, tmp_path, cli_runner, monkeypatch):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    result = cli_runner.invoke(app, ["train", *TINY, "--max-steps", "14", "--out", str(straight)])
+    assert result.exit_code == 0, result.output
+    slow_steps(monkeypatch, 0.3)
+    result = cli_runner.invoke(app, ["train", *TINY, "--max-steps", "14", "--time-limit", "1s", "--out", str(split)])
+    assert result.exit_code == 0, result.output
+    saved = read_checkpoint(split)
+    assert 1 <= saved["step"] < 14
+    assert f"time limit 1s reached after step {saved['step']}: checkpoint saved to {split / 'checkpoint.pt'}; " \
+           f"continue with: drawkit train --resume {split}" in result.output
+    assert saved["train_config"]["time_limit"] == "1s"
+    assert not records(split, "valid") or records(split, "valid")[-1]["step"] % STEPS_PER_EPOCH == 0  # no extra
+    result = cli_runner.invoke(app, ["train", "--resume", str(split), "--no-progress"])   # the same limit again
+    assert result.exit_code == 0 and "time limit 1s reached" in result.output, result.output
+    assert saved["step"] < read_checkpoint(split)["step"] < 14
+    monkeypatch.undo()
+    result = cli_runner.invoke(app, ["train", "--resume", str(split), "--time-limit", "none", "--no-progress"])
+    assert result.exit_code == 0 and "trained 14 steps" in result.output, result.output
+    assert_same_training_state(straight, split)
+
+
+def test_a_stop_signal_wins_over_the_time_limit(data, tmp_path, monkeypatch):
+    def signal_then_step(*args):
+        signal.raise_signal(signal.SIGINT)
+        return train_step(*args)
+
+    monkeypatch.setattr(train_module, "train_step", signal_then_step)
+    monkeypatch.setattr(train_module.Run, "past_deadline", lambda self: True)
+    with pytest.raises(Interrupted) as stopped:
+        run(tmp_path / "run", 8, time_limit="1s")
+    assert stopped.value.exit_code == 130
 
 
 @pytest.mark.parametrize("option", [["--hidden", "16"], ["--lr", "0.01"], ["--dataset", "mnist"]])

@@ -32,7 +32,7 @@ def test_the_lag_follows_the_device():
 
 def test_training_adam_is_fused_on_the_cpu(registry):
     from drawkit.model import DrawConfig, build_model
-    from drawkit.train import make_optimizer
+    from drawkit.training import make_optimizer
 
     model = build_model(DrawConfig(image_shape=(1, 8, 8), glimpses=2, hidden=8, z_dim=2), registry)
     assert all(group["fused"] for group in make_optimizer(model, 1e-3).param_groups)

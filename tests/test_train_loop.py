@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from drawkit.errors import DrawkitError
-from drawkit.train import NonFiniteSteps
+from drawkit.training import NonFiniteSteps
 
 LAST_GOOD = Path("run") / "checkpoint.pt"
 

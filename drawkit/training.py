@@ -14,10 +14,12 @@ from typing import Iterable, Optional
 
 import torch
 
-from drawkit import distributed
+from drawkit import distributed, tensorboard_log
 from drawkit.checkpoint import FILENAME, CheckpointWriter, check_parts, plugin_record, read_checkpoint
 from drawkit.data import BINARIZE_MODES, Batches
 from drawkit.devices import resolve_device
+from drawkit.durations import parse_duration
+from drawkit.precision import autocast, check_precision, use_tf32
 from drawkit.errors import DrawkitError, check_choice, check_positive
 from drawkit.interrupts import stop_requests
 from drawkit.model import ATTENTION_ARGS, COMPILE_MODES, ENCODER_ARGS
@@ -29,6 +31,7 @@ from drawkit.step_flags import StepFlags
 from drawkit.tasks import task_named, task_of
 
 VALIDATION_SEED = 0  # validation draws its own z from this seed, leaving the training stream untouched
+TIME_UP = 1  # the agreed stop code of a time limit: below any signal's (130, 143), so a signal wins
 
 
 @dataclass
@@ -54,6 +57,10 @@ class TrainConfig:
     preset: Optional[str] = None        # the --preset the options came from, for the record
     compile: bool = False               # torch.compile runs of glimpses (speed only: the same mathematics)
     compile_mode: str = "default"       # torch.compile mode, one of COMPILE_MODES
+    time_limit: Optional[str] = None    # stop cleanly after this wall time ("1h30m"), counted from each start
+    precision: str = "fp32"             # fp32 | bf16: the matrix products' number format (precision.py)
+    tf32: bool = True                   # CUDA: TF32 for float32 matrix products
+    tensorboard: bool = False           # also write OUT/tensorboard/ for TensorBoard (tensorboard_log.py)
 
 
 @dataclass
@@ -92,6 +99,8 @@ def check_config(model_config, config: TrainConfig, kind) -> None:
     if config.binarize is not None:
         check_choice("--binarize", config.binarize, BINARIZE_MODES)
     check_choice("--compile-mode", config.compile_mode, COMPILE_MODES)
+    parse_duration(config.time_limit)
+    check_precision(config.precision)
 
 
 def prepare(model_config, config: TrainConfig, registry, kind):
@@ -115,6 +124,9 @@ def resume_configs(run_dir) -> tuple[object, TrainConfig, dict]:
     a missing or swapped one is refused in one line, another version of the same package warned about.
     """
     payload = read_checkpoint(run_dir)
+    if payload.get("exported"):
+        raise DrawkitError(f"{run_dir} was written by 'drawkit export' and holds only the model, no training state; "
+                           f"it cannot be resumed: resume the run folder it was exported from")
     if "optimizer" not in payload or "progress" not in payload:
         raise DrawkitError(f"{run_dir} holds a checkpoint without training state; it cannot be resumed")
     kind = task_of(payload["model_config"])
@@ -132,10 +144,14 @@ def train(model_config, config: TrainConfig, progress: bool = True, resume: Opti
     ``model_config``: a DrawConfig of `drawkit train`'s model options, or the model config of the
     run being resumed (``resume_configs``).
     """
+    if config.tensorboard:
+        tensorboard_log.check_installed()  # before anything is loaded or written
+    started = time.perf_counter()  # a --time-limit counts from here: loading data and compiling take job time too
     registry = get_registry()
     kind = task_named(config.task)
     model_config, dataset = prepare(model_config, config, registry, kind)
     device = distributed.local_device(resolve_device(config.device))
+    use_tf32(config.tf32)
     distributed.check_batch_size(config.batch_size)
     torch.manual_seed(config.seed)
     model = kind.build(model_config, registry).to(device)  # a plugin may still refuse its options here
@@ -144,8 +160,10 @@ def train(model_config, config: TrainConfig, progress: bool = True, resume: Opti
     out = output_dir(config.out, "--out")  # only once the model and the data are there: no empty run folders
     plugins = {part: plugin_record(registry, part, name) for part, name in
                (("encoder", model_config.encoder), ("attention", model_config.attention), ("dataset", config.dataset))}
-    run = Run(model, kind, config, dataset, batches, valid, out, device, plugins, resume)
-    return run.run(progress)
+    run = Run(model, kind, config, dataset, batches, valid, out, device, plugins, resume, started)
+    with tensorboard_log.for_run(config.tensorboard, run.main, out, kind, config.batch_size, run.state.step) as log:
+        run.tensorboard = log
+        return run.run(progress)
 
 
 class Run:
@@ -158,7 +176,8 @@ class Run:
     """
 
     def __init__(self, model, kind, config: TrainConfig, dataset, batches: Batches, valid, out: Path,
-                 device: torch.device, plugins: dict, resume: Optional[dict] = None):
+                 device: torch.device, plugins: dict, resume: Optional[dict] = None,
+                 started: Optional[float] = None):
         self.model, self.kind, self.config, self.dataset = model, kind, config, dataset
         self.batches, self.valid = batches, valid  # valid: what kind.validate measures (images, or images and labels)
         self.out, self.device, self.plugins = out, device, plugins
@@ -181,7 +200,11 @@ class Run:
         self.flags = StepFlags(device)
         self.agreed_stop = distributed.StopAgreement()  # a stop signal on any process, agreed on by all
         self.non_finite = NonFiniteSteps(config.max_bad_steps, out / FILENAME)
+        limit = parse_duration(config.time_limit)
+        self.deadline = None if limit is None else (started or self.started) + limit
+        self.time_up = False  # the time limit was reached and the run saved: stop without validating
         self.last = {}  # the newest metrics record, returned at the end
+        self.tensorboard = tensorboard_log.NoLog()  # train() sets TensorBoard's with --tensorboard
 
     def restore(self, payload: dict) -> None:
         """Pick up from a checkpoint: the model, the optimizer, where the run was, and the random streams."""
@@ -196,15 +219,16 @@ class Run:
             self.bar = bar  # train_epoch and log_training move it on
             self.task = bar.add_task(f"epoch {self.state.epoch}", total=self.total_steps, completed=self.state.step,
                                      loss="")
-            while self.state.step < self.total_steps:
+            while self.state.step < self.total_steps and not self.time_up:
                 self.bar.update(self.task, description=f"epoch {self.state.epoch}")
                 self.train_epoch(stop)
-                self.end_epoch()
+                if not self.time_up:
+                    self.end_epoch()
         if self.main:
             from drawkit.curves import curves_after_training  # matplotlib is optional: a hint, not a failure
             curves_after_training(self.out)
         return {**self.last, "checkpoint": str(self.out / FILENAME), "steps": self.state.step,
-                "device": str(self.device), "skipped_steps": self.state.skipped_steps}
+                "device": str(self.device), "skipped_steps": self.state.skipped_steps, "time_up": self.time_up}
 
     def train_epoch(self, stop) -> None:
         """The rest of the current epoch (a resumed run starts mid-epoch), or less if the run ends first."""
@@ -218,14 +242,14 @@ class Run:
                 self.log_training(output)
             self.bar.advance(self.task)
             self.stop_if_requested(stop)
-            if self.state.step >= self.total_steps:
+            if self.state.step >= self.total_steps or self.time_up:
                 break
         self.count_non_finite(everything=True)
 
     def step(self, batch):
         """One optimizer step on this process's share of a batch; its finite flag is queued, not waited for."""
         x = self.kind.batch(batch, self.config.binarize)
-        output, finite = train_step(self.ddp_model, self.optimizer, x, self.config.clip)
+        output, finite = train_step(self.ddp_model, self.optimizer, x, self.config.clip, self.config.precision)
         self.state.step += 1
         self.state.epoch_step += 1
         self.flags.push(self.state.step, finite)
@@ -236,13 +260,22 @@ class Run:
         self.state.skipped_steps += self.non_finite.count(self.flags.read(everything=everything))
 
     def stop_if_requested(self, stop) -> None:
-        """After a stop signal on any process: save the finished step, then raise Interrupted everywhere."""
-        exit_code = self.agreed_stop(stop)
+        """After a stop signal on any process: save the finished step, then raise Interrupted everywhere.
+
+        Past the time limit on any process: save the finished step and set ``time_up``, a clean end.
+        """
+        exit_code = self.agreed_stop(stop if stop.requested or not self.past_deadline() else TimeUp)
         if exit_code:
             self.count_non_finite(everything=True)
             self.save()
             distributed.barrier()  # torchrun stops every process once one exits: not before the save
+            if exit_code == TIME_UP:
+                self.time_up = True
+                return
             raise Interrupted(self.out / FILENAME, exit_code)
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.perf_counter() >= self.deadline
 
     def end_epoch(self) -> None:
         """Validate, note the best score, move on if the epoch is complete (not if max_steps cut it), save."""
@@ -261,14 +294,17 @@ class Run:
         """
         with seeded(VALIDATION_SEED, self.device):
             measures = self.kind.validate(self.model, self.valid, self.config.batch_size)
-        self.log({"split": "valid", **measures})
+        record = self.log({"split": "valid", **measures})
+        self.tensorboard.validation(record, self.model, self.valid)
         if self.main:
             stderr.print(f"epoch {self.state.epoch}: {self.kind.validation_text(measures)}", soft_wrap=True)
         return measures
 
     def log_training(self, output) -> None:
         """Log the training loss of this step's batch (averaged over processes) and show it on the bar."""
-        record = self.log(train_metrics(output, self.kind, self.state, self.first_step, self.started))
+        record = self.log({**train_metrics(output, self.kind, self.state, self.first_step, self.started),
+                           "precision": self.config.precision})
+        self.tensorboard.training(record, output, self.optimizer.param_groups[0]["lr"])
         self.bar.update(self.task, loss=self.kind.progress_text(record))
 
     def log(self, record: dict) -> dict:
@@ -287,6 +323,13 @@ class Run:
             self.writer.save(self.model, self.plugins, self.state.step, best=best,
                              optimizer=self.optimizer.state_dict(), progress=asdict(self.state), rng=rng_state(),
                              train_config=asdict(self.config), dataset_source=getattr(self.dataset, "source", None))
+
+
+class TimeUp:
+    """What the stop agreement reads when this process is past the time limit (a StopFlag's two fields)."""
+
+    requested = True
+    exit_code = TIME_UP
 
 
 class NonFiniteSteps:
@@ -325,8 +368,11 @@ def make_optimizer(model, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def train_step(model, optimizer, x, clip: float):
+def train_step(model, optimizer, x, clip: float, precision: str = "fp32"):
     """One Adam step on the mean of ``model(x).loss``; a non-finite loss or gradient skips the update.
+
+    ``precision`` bf16 runs the forward pass under bfloat16 autocast (precision.py); the loss, and so
+    the backward pass's starting point, the gradients and the update, stay float32.
 
     ``model(x).loss`` is the negative bound per image for DRAW, the cross-entropy per image for a
     classifier (``kind.trainable(model)``, with x = (images, labels)).
@@ -338,7 +384,8 @@ def train_step(model, optimizer, x, clip: float):
     """
     optimizer.zero_grad(set_to_none=True)  # before the forward: the last step's gradients are freed for it
     torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs (--compile-mode reduce-overhead): a new step
-    output = model(x)
+    with autocast(precision, next(model.parameters()).device):
+        output = model(x)
     loss = output.loss.mean()
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -355,3 +402,4 @@ def train_metrics(output, kind, state: RunState, first_step: int, started: float
     return {"split": "train", **kind.train_metrics(output),
             "steps_per_s": (state.step - first_step) / max(time.perf_counter() - started, 1e-9),
             "skipped_steps": state.skipped_steps}
+
