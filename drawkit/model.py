@@ -30,6 +30,7 @@ from drawkit.lstm import lstm_cell
 FALLBACK_SIZES = {"read_size": 2, "write_size": 5}
 #: torch.compile modes for compile_glimpses; "reduce-overhead" adds CUDA graphs on a GPU
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CANVAS_STARTS = ("zero", "learned")  # c_0: zeros, or a learned bias started at the data's mean image
 GLIMPSES_PER_CALL = 8  # run length once compiled: far fewer calls than T, a graph that compiles in under a minute
 #: the arguments drawkit passes to every attention and encoder factory (options cannot set them)
 ATTENTION_ARGS = ("image_shape", "hidden_size", "read_size", "write_size")
@@ -51,6 +52,7 @@ class DrawConfig:
     likelihood: Optional[str] = None   # D(x | c_T): bernoulli (binary images) or logistic (8-bit); None: bernoulli
     encoder_options: dict = field(default_factory=dict)    # extra keywords for the encoder factory
     attention_options: dict = field(default_factory=dict)  # extra keywords for the attention factory
+    canvas_start: str = "zero"         # c_0: zero, or learned (a parameter, started at the data's mean image)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -85,12 +87,16 @@ class Draw(nn.Module):
         self.posterior = nn.Linear(encoder.output_size, 2 * config.z_dim)  # -> (mu, log sigma^2)
         self.decoder = nn.LSTMCell(config.z_dim, config.hidden)
         self.likelihood = make_likelihood(config.likelihood, config.image_shape)  # may hold parameters
+        if config.canvas_start == "learned":  # the paper's learned bias for c_0 (section 2)
+            self.canvas_0 = nn.Parameter(torch.zeros(config.image_shape))
         # run length: steps per call of _run_steps; all T until compile_glimpses() (public: bench reads it)
         self.glimpses_per_call = config.glimpses
 
     def _blank(self, batch: int, ref: torch.Tensor):
-        """Where every image starts: canvas c_0 = 0 (B, C, H, W), decoder state (h, c) = 0 (B, hidden)."""
+        """Where every image starts: canvas c_0 (B, C, H, W), 0 or learned; decoder state (h, c) = 0 (B, hidden)."""
         canvas = ref.new_zeros(batch, *self.config.image_shape)
+        if self.config.canvas_start == "learned":
+            canvas = canvas + self.canvas_0
         h_dec = ref.new_zeros(batch, self.config.hidden)
         return canvas, (h_dec, torch.zeros_like(h_dec))
 
@@ -170,6 +176,13 @@ class Draw(nn.Module):
         self.glimpses_per_call = glimpses_per_call
         self._run_steps = torch.compile(self.run_steps, dynamic=False, mode=None if mode == "default" else mode)
         return self
+
+    @torch.no_grad()
+    def start_canvas_at(self, images: torch.Tensor) -> None:
+        """Set a learned c_0 to the logit of the mean of ``images`` (N, C, H, W) in [0, 1]: sigmoid(c_0) is the
+        mean image, so the first glimpses refine it instead of painting it from grey."""
+        mean = images.float().mean(0).clamp(1e-3, 1 - 1e-3)
+        self.canvas_0.copy_(torch.logit(mean))
 
     @torch.no_grad()
     def generate(self, n: int, observe: Optional[Callable] = None) -> torch.Tensor:

@@ -32,7 +32,7 @@ from drawkit.data import Batches, binarize, fixed_binarization, load_labelled_sp
     to_unit_float, training_split
 from drawkit.errors import DrawkitError, NotGenerative, check_choice, check_positive
 from drawkit.likelihoods import LIKELIHOODS
-from drawkit.model import DrawConfig, build_model, resolve_config
+from drawkit.model import CANVAS_STARTS, DrawConfig, build_model, resolve_config
 
 DEFAULT = "generate"  # the kind of a checkpoint whose model_config names none
 
@@ -64,6 +64,7 @@ class Generate:
         check_positive({"--glimpses": config.glimpses, "--hidden": config.hidden, "--z-dim": config.z_dim,
                         "--read-size": config.read_size, "--write-size": config.write_size})
         check_choice("--likelihood", config.likelihood, LIKELIHOODS)
+        check_choice("--canvas-start", config.canvas_start, CANVAS_STARTS)
 
     def default_binarize(self, dataset) -> str:
         return getattr(dataset, "default_binarize", "none")
@@ -75,6 +76,11 @@ class Generate:
         valid_images = load_split(dataset, config.dataset, "valid", config.data_dir)[:config.val_images]
         valid_x = held_out(fixed_binarization(valid_images, config.binarize, seed=config.seed), device)
         return Batches(train_images, config.batch_size, config.seed, redraw=redraw), valid_x
+
+    def start(self, model, batches: Batches, config) -> None:
+        """Before a fresh run's first step: a learned c_0 starts at the training images' mean (10,000 of them)."""
+        if model.config.canvas_start == "learned":
+            model.start_canvas_at(to_unit_float(batches.images[:10_000]))
 
     def batch(self, images: torch.Tensor, mode: str) -> torch.Tensor:
         """This process's share of a global batch, in the model's input form."""
@@ -113,7 +119,8 @@ class Generate:
 
 
 #: `drawkit train` model options a classifier does not have, with the value that means "not set"
-GENERATION_ONLY = {"z_dim": DrawConfig.z_dim, "write_size": None, "likelihood": None}
+GENERATION_ONLY = {"z_dim": DrawConfig.z_dim, "write_size": None, "likelihood": None,
+                   "canvas_start": DrawConfig.canvas_start}
 CLASSIFIER_FIELDS = {f.name for f in fields(ClassifierConfig)}
 
 
@@ -170,6 +177,9 @@ class Classify:
         valid_x = fixed_binarization(valid_images[:config.val_images], config.binarize, seed=config.seed)
         batches = Batches(train_images, config.batch_size, config.seed, labels=train_labels, redraw=redraw)
         return batches, (held_out(valid_x, device), held_out(valid_labels[:config.val_images], device))
+
+    def start(self, model, batches: Batches, config) -> None:
+        """Nothing to set from the data before a classifier's first step."""
 
     def batch(self, batch, mode: str):
         images, labels = batch

@@ -157,6 +157,8 @@ def train(model_config, config: TrainConfig, progress: bool = True, resume: Opti
     model = kind.build(model_config, registry).to(device)  # a plugin may still refuse its options here
     config = replace(config, binarize=config.binarize or kind.default_binarize(dataset))
     batches, valid = kind.load_data(dataset, config, device)
+    if resume is None:
+        kind.start(model, batches, config)  # e.g. a learned c_0 at the data's mean image
     out = output_dir(config.out, "--out")  # only once the model and the data are there: no empty run folders
     plugins = {part: plugin_record(registry, part, name) for part, name in
                (("encoder", model_config.encoder), ("attention", model_config.attention), ("dataset", config.dataset))}

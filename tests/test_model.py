@@ -165,3 +165,27 @@ def test_loss_falls_on_a_small_mnist_subset(registry, mnist_train_file, test_dev
         losses.append(loss.item())
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < first - 150, (first, last)
+
+
+def test_a_learned_canvas_starts_every_image_at_c0_and_start_sets_it_to_the_mean_image(registry):
+    model = make_model(registry, canvas_start="learned")
+    assert model.canvas_0.shape == (1, 12, 10) and model.canvas_0.requires_grad
+    images = torch.rand(50, 1, 12, 10)
+    model.start_canvas_at(images)
+    assert torch.allclose(torch.sigmoid(model.canvas_0), images.mean(0).clamp(1e-3, 1 - 1e-3), atol=1e-6)
+    canvas, _ = model._blank(3, images)
+    assert torch.equal(canvas, model.canvas_0.expand(3, -1, -1, -1))
+    zero = make_model(registry)
+    assert not hasattr(zero, "canvas_0") and not zero._blank(3, images)[0].any()
+    output = model(images[:4])
+    output.loss.mean().backward()
+    assert model.canvas_0.grad is not None and model.canvas_0.grad.abs().sum() > 0  # it learns
+
+
+def test_generation_starts_from_the_learned_canvas(registry):
+    model = make_model(registry, canvas_start="learned", attention="none")
+    with torch.no_grad():
+        model.canvas_0.fill_(3.0)
+        model.attention.write_content.weight.zero_()
+        model.attention.write_content.bias.zero_()
+    assert torch.allclose(model.generate(2), torch.sigmoid(torch.tensor(3.0)).expand(2, 1, 12, 10))

@@ -155,6 +155,17 @@ def test_decaying_run_resumed_mid_epoch_equals_uninterrupted_run(data, tmp_path)
     assert_same_training_state(tmp_path / "straight", tmp_path / "split")
 
 
+def test_learned_canvas_starts_at_the_mean_once_and_resumes_exactly(data, tmp_path):
+    learned = replace(MODEL, canvas_start="learned")
+    train(learned, tiny_config(tmp_path / "straight", 8), progress=False)
+    train(learned, tiny_config(tmp_path / "split", 3), progress=False)
+    resume(tmp_path / "split", 8)  # a resumed run keeps its c_0: it is not set from the data again
+    assert_same_training_state(tmp_path / "straight", tmp_path / "split")
+    start = read_checkpoint(tmp_path / "straight")["model"]["canvas_0"]
+    mean = RandomGrey().load("train", None, False).mean(0)
+    assert (torch.sigmoid(start) - mean).abs().max() < 0.05  # near the mean image it started at, after 8 steps
+
+
 def test_run_stopped_by_a_signal_mid_epoch_resumes_exactly(data, tmp_path, monkeypatch):
     calls = []
 
