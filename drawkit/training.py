@@ -47,6 +47,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_decay: float = 1.0               # learning rate of epoch e: lr * lr_decay ** (e - 1); 1: constant
     clip: float = 10.0                  # gradient norm clipping
+    kl_warmup: int = 0                  # DRAW: the KL's weight in the training objective rises 0 -> 1 over these steps
     seed: int = 0
     device: str = "auto"
     out: str = "runs/draw"
@@ -94,6 +95,10 @@ def check_config(model_config, config: TrainConfig, kind) -> None:
         raise DrawkitError(f"--lr must be a positive number, got {config.lr}")
     if not 0 < config.lr_decay <= 1:
         raise DrawkitError(f"--lr-decay must be above 0 and at most 1 (1: a constant rate), got {config.lr_decay}")
+    if config.kl_warmup < 0:
+        raise DrawkitError(f"--kl-warmup must be 0 (off) or a number of steps, got {config.kl_warmup}")
+    if config.kl_warmup and not kind.generative:
+        raise DrawkitError("--kl-warmup weighs DRAW's KL term; a classifier (--task classify) has none: leave it out")
     if not (config.clip > 0 and math.isfinite(config.clip)):
         raise DrawkitError(f"--clip must be a positive number, got {config.clip}")
     if config.binarize is not None:
@@ -251,7 +256,8 @@ class Run:
     def step(self, batch):
         """One optimizer step on this process's share of a batch; its finite flag is queued, not waited for."""
         x = self.kind.batch(batch, self.config.binarize)
-        output, finite = train_step(self.ddp_model, self.optimizer, x, self.config.clip, self.config.precision)
+        output, finite = train_step(self.ddp_model, self.optimizer, x, self.config.clip, self.config.precision,
+                                    kl_weight(self.state.step + 1, self.config.kl_warmup))
         self.state.step += 1
         self.state.epoch_step += 1
         self.flags.push(self.state.step, finite)
@@ -370,7 +376,17 @@ def make_optimizer(model, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def train_step(model, optimizer, x, clip: float, precision: str = "fp32"):
+def kl_weight(step: int, warmup: int) -> float:
+    """The KL's weight in the objective of training step ``step`` (1-based): step / warmup, then 1.
+
+    A weight below 1 lets the encoder send information before the KL's full price is due, the usual
+    way out of the first plateau where the posterior carries almost nothing. Only the gradient's
+    objective changes: metrics, validation and evaluate always report the full bound.
+    """
+    return 1.0 if warmup <= 0 else min(1.0, step / warmup)
+
+
+def train_step(model, optimizer, x, clip: float, precision: str = "fp32", kl_weight: float = 1.0):
     """One Adam step on the mean of ``model(x).loss``; a non-finite loss or gradient skips the update.
 
     ``precision`` bf16 runs the forward pass under bfloat16 autocast (precision.py); the loss, and so
@@ -388,7 +404,7 @@ def train_step(model, optimizer, x, clip: float, precision: str = "fp32"):
     torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs (--compile-mode reduce-overhead): a new step
     with autocast(precision, next(model.parameters()).device):
         output = model(x)
-    loss = output.loss.mean()
+    loss = output.loss.mean() if kl_weight == 1.0 else (output.reconstruction + kl_weight * output.kl.sum(1)).mean()
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     finite = torch.isfinite(grad_norm)  # NaN or inf in the loss shows up here too

@@ -126,7 +126,7 @@ EVERYTHING = {
     "binarize": "threshold", "batch_size": 7, "epochs": 3, "max_steps": 5, "lr": 0.02, "lr_decay": 0.9, "clip": 2.5, "seed": 7,
     "device": "cpu", "data_dir": "data", "out": "runs/test", "log_every": 9, "val_images": 11, "keep": 2,
     "compile": True, "compile_mode": "reduce-overhead", "tensorboard": True, "time_limit": "2h",
-    "canvas_start": "learned", "precision": "bf16", "tf32": False,
+    "canvas_start": "learned", "kl_warmup": 50, "precision": "bf16", "tf32": False,
 }
 LANDS = {"dataset_options": {"path": "pics", "image_size": 12, "grayscale": True},
          "encoder_options": {"channels": 4}, "attention_options": {"sharpness": 2}}

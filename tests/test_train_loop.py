@@ -1,10 +1,10 @@
-"""The pieces of the training loop that need no model: counting non-finite steps."""
+"""Pieces of the training loop: counting non-finite steps, and the KL's weight while it warms up."""
 from pathlib import Path
 
 import pytest
 
 from drawkit.errors import DrawkitError
-from drawkit.training import NonFiniteSteps
+from drawkit.training import NonFiniteSteps, kl_weight
 
 LAST_GOOD = Path("run") / "checkpoint.pt"
 
@@ -51,3 +51,37 @@ def test_a_limit_of_one_stops_at_the_first_bad_step():
     assert counter.count(flags(True, True)) == 0
     with pytest.raises(DrawkitError, match="1 non-finite losses in a row at step 3"):
         counter.count(flags(False, first_step=3))
+
+
+def test_kl_weight_rises_linearly_to_one_then_stays():
+    assert [kl_weight(step, 4) for step in range(1, 7)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert kl_weight(1, 0) == 1.0                    # 0: no warm-up, the bound itself from the first step
+
+
+def test_a_warming_step_follows_the_weighted_objective_and_reports_the_full_bound(registry):
+    import torch
+
+    from drawkit.model import DrawConfig, build_model
+    from drawkit.training import make_optimizer, train_step
+
+    config = DrawConfig(image_shape=(1, 8, 8), glimpses=3, hidden=16, z_dim=4, read_size=2, write_size=3)
+    x = (torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    noise_seed = 5
+
+    def gradients(weight=None):
+        torch.manual_seed(0)
+        model = build_model(config, registry)
+        torch.manual_seed(noise_seed)
+        if weight is None:                           # by hand: reconstruction + 0.25 * KL
+            output = model(x)
+            (output.reconstruction + 0.25 * output.kl.sum(1)).mean().backward()
+        else:
+            output, _ = train_step(model, make_optimizer(model, 0.0), x, clip=1e9, kl_weight=weight)
+            assert torch.allclose(output.loss, output.reconstruction + output.kl.sum(1))  # what is logged
+        return [p.grad.clone() for p in model.parameters()], output
+
+    by_hand, _ = gradients()
+    stepped, _ = gradients(0.25)
+    full, _ = gradients(1.0)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(by_hand, stepped))
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full, stepped))
