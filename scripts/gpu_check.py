@@ -163,6 +163,9 @@ class Check:
         self.run("bench compiled, batch %d" % p["bench_batch"],
                  self.drawkit(*common, "--batch-size", p["bench_batch"], "--rounds", p["rounds"], *reference),
                  120, parse=bench_figures, skip=why_eager)
+        self.run("bench compiled bf16, batch %d" % p["bench_batch"],
+                 self.drawkit(*common, *compiled, "--precision", "bf16", "--batch-size", p["bench_batch"],
+                              "--rounds", p["rounds"], *reference), 120, parse=bench_figures)
         self.run("bench reduce-overhead, batch %d" % p["bench_batch"],
                  self.drawkit(*common, "--compile-mode", "reduce-overhead", "--batch-size", p["bench_batch"],
                               "--rounds", p["rounds"], *reference), 120, parse=bench_figures, skip=why_eager)
@@ -276,7 +279,8 @@ def bench_figures(output: str) -> dict:
     result = last_json(output)
     figures = {"images_per_s": result["images_per_s"], "s_per_step": result.get("s_per_step"),
                "peak_memory_mb": result.get("peak_memory_mb"), "warmup_s": result.get("warmup_s"),
-               "batch_size": result.get("batch_size")}
+               "batch_size": result.get("batch_size"), "precision": result.get("precision"),
+               "percent_of_peak": result.get("percent_of_peak")}
     if "speedup" in result:
         figures.update(speedup=result["speedup"], reference_images_per_s=result["reference"]["images_per_s"])
     return figures

@@ -11,7 +11,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
 STATUSES = {"ok", "failed", "timeout", "skipped", "not supported"}
 STEPS = ["environment", "nvidia-smi", "install: drawkit version", "install: drawkit plugins", "pytest on the device",
-         "bench eager", "bench compiled", "bench reduce-overhead", "train paper-mnist", "evaluate (test bound)",
+         "bench eager", "bench compiled", "bench compiled bf16", "bench reduce-overhead", "train paper-mnist", "evaluate (test bound)",
          "resume for", "sample --device cpu", "reconstruct --device cpu", "visualize-attention --device cpu",
          "torchrun, 1 process", "torchrun, 2 process", "classifier train", "classifier evaluate"]
 
