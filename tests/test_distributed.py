@@ -32,14 +32,14 @@ rank, folder = int(os.environ["RANK"]), sys.argv.pop(1)
 stop_after = int(os.environ.get("TEST_STOP_AFTER", 0))
 train_step, models = drawkit.training.train_step, []
 
-def recording_step(model, optimizer, x, clip, precision="fp32"):
+def recording_step(model, optimizer, x, *rest):
     assert isinstance(model, DistributedDataParallel), type(model)
     models.append(model.module)
     if len(models) == 1:
         torch.save(model.module.state_dict(), f"{folder}/init-{rank}.pt")
     if rank == 1 and len(models) == 2:
         x = torch.full_like(x, float("nan"))
-    result = train_step(model, optimizer, x, clip, precision)
+    result = train_step(model, optimizer, x, *rest)
     if rank == 1 and len(models) == stop_after:
         os.kill(os.getpid(), signal.SIGTERM)
     return result
