@@ -647,14 +647,19 @@ def visualize_attention(
 
 @app.command()
 def plot(
-    run: Annotated[str, typer.Option(help="Run folder (the --out of 'drawkit train').")],
-    out: Annotated[Optional[str], typer.Option(help="PNG to write (default: RUN/curves.png).")] = None,
+    run: Annotated[list[str], typer.Option(help="Run folder (the --out of 'drawkit train'); given several times, their validation bounds against wall time in one picture.")],
+    out: Annotated[Optional[str], typer.Option(help="PNG to write (default: RUN/curves.png; with several runs required).")] = None,
 ) -> None:
     """Loss curves: train and validation bound (nats/image) per step, from RUN/metrics.jsonl; for a classifier,
-    the training cross-entropy and the error rates (%)."""
-    from drawkit.curves import plot_curves
+    the training cross-entropy and the error rates (%). Several --run: validation bounds against wall time."""
+    from drawkit.curves import plot_comparison, plot_curves
 
-    typer.echo(f"wrote {plot_curves(run, out)}")
+    if len(run) > 1:
+        if not out:
+            raise DrawkitError("with several --run, give --out FILE.png for the comparison picture")
+        typer.echo(f"wrote {plot_comparison(run, out)}")
+        return
+    typer.echo(f"wrote {plot_curves(run[0], out)}")
 
 
 @app.command()

@@ -90,6 +90,39 @@ def plot_curves(run, out: Optional[str] = None) -> Path:
     return out
 
 
+def plot_comparison(runs: list, out: str) -> Path:
+    """Several runs' validation bounds against wall time, in one picture: which model is ahead for
+    the same time, whatever their steps cost (``drawkit plot --run A --run B``)."""
+    try:
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlottingUnavailable(HINT) from None
+    series = {}
+    for run in map(lambda r: Path(r).expanduser(), runs):
+        records = [r for r in read_metrics(run / METRICS) if r.get("split") == "valid" and "nll_bound" in r]
+        if not records:
+            raise DrawkitError(f"{run / METRICS} has no validation bound yet; train longer, then plot")
+        series[run.name] = ([r["time_s"] / 60 for r in records], [r["nll_bound"] for r in records])
+    out = output_path(out, "--out")
+    with matplotlib.rc_context({"font.size": 9}):
+        figure = Figure(figsize=(6, 3.6), dpi=120, layout="constrained")
+        FigureCanvasAgg(figure)
+        ax = figure.add_subplot()
+        for name, (minutes, bounds) in series.items():
+            ax.plot(minutes, bounds, marker="o", markersize=3, linewidth=1.5, label=f"{name} (last {bounds[-1]:.2f})")
+        ax.set_xlabel("wall time, minutes")
+        ax.set_ylabel("validation bound, nats/image")
+        ax.set_title("validation bound against wall time (lower is better)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        _zoom_past_start(ax, [b for _, bounds in series.values() for b in bounds])
+        with atomic_write(out) as tmp:
+            figure.savefig(tmp, format="png")
+    return out
+
+
 def is_classification(records: list[dict]) -> bool:
     """A classifier's run: its records measure an error rate, and none a bound."""
     return any("error_rate" in r for r in records) and not any("nll_bound" in r for r in records)

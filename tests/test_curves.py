@@ -54,6 +54,25 @@ def test_plot_writes_curves_png(tmp_path):
     assert_curves(iio.imread(run / "curves.png"))
 
 
+def test_several_runs_are_compared_against_wall_time(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = []
+    for name, bounds in (("slow", (190.0, 120.0, 100.0)), ("steady", (115.0, 105.0, 101.0))):
+        run = tmp_path / name
+        run.mkdir()
+        lines = [{"split": "valid", "step": 500 * (i + 1), "time_s": 300.0 * (i + 1), "nll_bound": b}
+                 for i, b in enumerate(bounds)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        runs += ["--run", str(run)]
+    result = runner.invoke(app, ["plot", *runs, "--out", str(tmp_path / "both.png")])
+    assert result.exit_code == 0, result.output
+    picture = iio.imread(tmp_path / "both.png")
+    assert picture.shape[:2] == SIZE
+    assert has_colour(picture, (0x1F, 0x77, 0xB4)) and has_colour(picture, (0xFF, 0x7F, 0x0E))  # two lines
+    result = runner.invoke(app, ["plot", *runs])
+    assert result.exit_code == 2 and "with several --run, give --out FILE.png" in result.output
+
+
 def test_plot_to_another_file(tmp_path):
     pytest.importorskip("matplotlib")
     out = plot_curves(write_metrics(tmp_path / "run"), out=str(tmp_path / "pics" / "c.png"))
