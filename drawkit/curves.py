@@ -44,6 +44,17 @@ def read_metrics(path: Path) -> list[dict]:
     return records
 
 
+def _matplotlib():
+    """(matplotlib, its Agg canvas, its Figure); the one-line hint when the [plot] extra is missing."""
+    try:
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlottingUnavailable(HINT) from None
+    return matplotlib, FigureCanvasAgg, Figure
+
+
 def _series(records: list[dict], split: str, key: str) -> tuple[list, list]:
     points = [(r["step"], r[key]) for r in records if r.get("split") == split and key in r and "step" in r]
     return [s for s, _ in points], [v for _, v in points]
@@ -52,12 +63,7 @@ def _series(records: list[dict], split: str, key: str) -> tuple[list, list]:
 def plot_curves(run, out: Optional[str] = None) -> Path:
     """Write RUN/curves.png (or ``out``): train bound per logged step, validation bound per epoch; for a
     classifier's run the training cross-entropy and the error rates."""
-    try:
-        import matplotlib
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise PlottingUnavailable(HINT) from None
+    matplotlib, FigureCanvasAgg, Figure = _matplotlib()
     run = Path(run).expanduser()
     if not run.is_dir():
         raise DrawkitError(f"--run {run} is not a folder; pass the --out folder of 'drawkit train'")
@@ -93,12 +99,7 @@ def plot_curves(run, out: Optional[str] = None) -> Path:
 def plot_comparison(runs: list, out: str) -> Path:
     """Several runs' validation bounds against wall time, in one picture: which model is ahead for
     the same time, whatever their steps cost (``drawkit plot --run A --run B``)."""
-    try:
-        import matplotlib
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise PlottingUnavailable(HINT) from None
+    matplotlib, FigureCanvasAgg, Figure = _matplotlib()
     series = {}
     for run in map(lambda r: Path(r).expanduser(), runs):
         records = [r for r in read_metrics(run / METRICS) if r.get("split") == "valid" and "nll_bound" in r]
