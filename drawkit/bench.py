@@ -22,7 +22,7 @@ from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError, check_choice, check_positive
 from drawkit.flops import matmul_shapes, peak_gflops, utilisation as product_utilisation
 from drawkit.model import COMPILE_MODES, GLIMPSES_PER_CALL, DrawConfig
-from drawkit.precision import check_precision, use_tf32
+from drawkit.precision import check_native, check_precision, use_tf32
 from drawkit.presets import preset_options
 from drawkit.registry import get_registry
 from drawkit.tasks import task_named
@@ -155,6 +155,7 @@ def bench(preset: Optional[str] = None, device: str = "auto", steps: int = 10, w
         check_reference(reference, config, kind)
     batch_size = batch_size or preset_options(preset).get("batch_size", 100)
     device = resolve_device(device)
+    check_native(precision, device)
     torch.manual_seed(seed)
     model = kind.build(config, get_registry()).to(device)
     if compile:

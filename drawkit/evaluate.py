@@ -21,7 +21,7 @@ from drawkit.curves import METRICS  # a folder holding it is a run folder (writt
 from drawkit.data import SPLITS, fixed_binarization, load_labelled_split, load_split, trained_data_dir
 from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError, check_choice, check_positive
-from drawkit.precision import autocast, check_precision, use_tf32
+from drawkit.precision import autocast, check_native, check_precision, use_tf32
 from drawkit.progress import counting_progress, stderr
 from drawkit.registry import get_registry
 from drawkit.rng import seeded
@@ -81,6 +81,7 @@ def evaluation(checkpoint, split: str = "test", importance_samples: int = 1, bat
                     "--max-images": 1 if max_images is None else max_images})
     registry = get_registry()
     device = resolve_device(device)
+    check_native(precision, device)
     model, payload = load_model(checkpoint, registry, device)
     train_config = payload.get("train_config", {})
     name, dataset = checkpoint_dataset(payload, registry)

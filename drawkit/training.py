@@ -19,7 +19,7 @@ from drawkit.checkpoint import FILENAME, CheckpointWriter, check_parts, plugin_r
 from drawkit.data import BINARIZE_MODES, Batches
 from drawkit.devices import resolve_device
 from drawkit.durations import parse_duration
-from drawkit.precision import autocast, check_precision, use_tf32
+from drawkit.precision import autocast, check_native, check_precision, use_tf32
 from drawkit.errors import DrawkitError, check_choice, check_positive
 from drawkit.interrupts import stop_requests
 from drawkit.model import ATTENTION_ARGS, COMPILE_MODES, ENCODER_ARGS
@@ -156,6 +156,7 @@ def train(model_config, config: TrainConfig, progress: bool = True, resume: Opti
     kind = task_named(config.task)
     model_config, dataset = prepare(model_config, config, registry, kind)
     device = distributed.local_device(resolve_device(config.device))
+    check_native(config.precision, device)
     use_tf32(config.tf32)
     distributed.check_batch_size(config.batch_size)
     torch.manual_seed(config.seed)

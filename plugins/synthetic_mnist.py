@@ -4,7 +4,8 @@ Both are built from MNIST in the data root (torchvision layout) and split as MNI
 from MNIST's first 50,000 training digits, valid from its last 10,000, test from its test
 digits, so no test digit is ever seen in training. Each split is drawn from its own generator,
 seeded from (data set, seed, split), and cached; the same options give the same tensors.
-Overlapping strokes combine by maximum. Sizes: ``size`` training images, and size // 5 each
+multi-mnist's overlapping strokes combine by maximum; cluttered-mnist follows Mnih et al. 2014's
+generator (``cluttered``). Sizes: ``size`` training images, and size // 5 each
 for valid and test (50,000 / 10,000 / 10,000 by default).
 
 With ``fresh=true`` the training images are drawn anew for every epoch (``load_epoch``; from the
@@ -23,13 +24,14 @@ from pathlib import Path
 import torch
 
 from drawkit import hookimpl
-from drawkit.errors import DataNotFound, DrawkitError, check_flag, check_whole_number
+from drawkit.errors import DataNotFound, DrawkitError, check_choice, check_flag, check_whole_number
 from drawkit_plugins.mnist import MNIST
 from drawkit_plugins.tensor_cache import cached
 
 DEFAULT_SEED = 0
 DEFAULT_SIZE = 50_000
 DIGIT = 28
+CROPS = ("anywhere", "strokes")  # where clutter crops come from: see ``cluttered``
 CHUNK = 5_000  # images placed per step: the (chunk, 784) index tensors stay ~30 MB
 
 
@@ -39,14 +41,26 @@ def split_generator(dataset: str, seed: int, split: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def paste_max(canvas: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> None:
-    """canvas (N, H, W) uint8, patches (N, h, w) placed with their corner at (top, left) (N,), combined by max."""
-    n, height, width = canvas.shape
+def patch_indices(canvas: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """Flat indices (N, h * w) into each (H, W) canvas of the pixels a patch with its corner at (top, left) covers."""
+    n, _, width = canvas.shape
     h, w = patches.shape[1:]
     rows = top[:, None] + torch.arange(h)                                 # (N, h)
     cols = left[:, None] + torch.arange(w)                                # (N, w)
-    flat = (rows[:, :, None] * width + cols[:, None, :]).view(n, -1)      # (N, h * w) indices into H * W
-    canvas.view(n, -1).scatter_reduce_(1, flat, patches.reshape(n, -1), reduce="amax")
+    return (rows[:, :, None] * width + cols[:, None, :]).view(n, -1)
+
+
+def paste_max(canvas: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> None:
+    """canvas (N, H, W) uint8, patches (N, h, w) placed with their corner at (top, left) (N,), combined by max."""
+    flat = patch_indices(canvas, patches, top, left)
+    canvas.view(len(canvas), -1).scatter_reduce_(1, flat, patches.reshape(len(canvas), -1), reduce="amax")
+
+
+def paste_sum(canvas: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> None:
+    """As ``paste_max``, but strokes add up and saturate at 255 (canvas int16, so sums cannot wrap)."""
+    flat = patch_indices(canvas, patches, top, left)
+    canvas.view(len(canvas), -1).scatter_add_(1, flat, patches.reshape(len(canvas), -1))
+    canvas.clamp_(max=255)
 
 
 def crop(digits: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
@@ -70,32 +84,36 @@ def two_digits(source: torch.Tensor, n: int, canvas: int, g: torch.Generator) ->
 
 
 def cluttered(source: torch.Tensor, n: int, canvas: int, clutter: int, fragment: int,
-              g: torch.Generator) -> torch.Tensor:
+              g: torch.Generator, crops: str = "anywhere") -> torch.Tensor:
     """source (M, 28, 28) uint8 -> (n, canvas, canvas): one digit and ``clutter`` fragment x fragment crops of others.
 
-    Crops come from inside the 20x20 box where MNIST's strokes lie (rows and columns 4..23), so
-    few are blank; each lands wholly inside the canvas.
+    crops="anywhere" is the protocol of Mnih et al. 2014 as DeepMind's mnist-cluttered generator
+    has it: each crop from anywhere in its 28x28 digit (so some are nearly blank), strokes added
+    and clipped at full intensity. crops="strokes" (a denser clutter, drawkit's default before): crops
+    from inside the 20x20 box where MNIST's strokes lie, strokes combined by maximum. Every crop
+    lands wholly inside the canvas.
     """
-    return cluttered_with_picks(source, n, canvas, clutter, fragment, g)[0]
+    return cluttered_with_picks(source, n, canvas, clutter, fragment, g, crops)[0]
 
 
 def cluttered_with_picks(source: torch.Tensor, n: int, canvas: int, clutter: int, fragment: int,
-                         g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                         g: torch.Generator, crops: str = "anywhere") -> tuple[torch.Tensor, torch.Tensor]:
     """``cluttered``'s images and, for each, the index into ``source`` of its whole digit: long (n,)."""
     picks = torch.randint(len(source), (n,), generator=g)
     corners = torch.randint(canvas - DIGIT + 1, (n, 2), generator=g)
     others = (picks[:, None] + torch.randint(1, len(source), (n, clutter), generator=g)) % len(source)
-    box_lo, box_hi = 4, max(4, 24 - fragment)                            # crop corners inside the stroke box
-    crop_corners = torch.randint(box_lo, box_hi + 1, (n, clutter, 2), generator=g)
+    lo, hi = (0, DIGIT - fragment) if crops == "anywhere" else (4, max(4, 24 - fragment))
+    crop_corners = torch.randint(lo, hi + 1, (n, clutter, 2), generator=g)
     places = torch.randint(canvas - fragment + 1, (n, clutter, 2), generator=g)
-    out = torch.zeros(n, canvas, canvas, dtype=torch.uint8)
+    paste, work_dtype = (paste_sum, torch.int16) if crops == "anywhere" else (paste_max, torch.uint8)
+    out = torch.zeros(n, canvas, canvas, dtype=work_dtype)
     for start in range(0, n, CHUNK):
         part = slice(start, start + CHUNK)
         for k in range(clutter):
             pieces = crop(source[others[part, k]], crop_corners[part, k, 0], crop_corners[part, k, 1], fragment)
-            paste_max(out[part], pieces, places[part, k, 0], places[part, k, 1])
-        paste_max(out[part], source[picks[part]], corners[part, 0], corners[part, 1])
-    return out, picks
+            paste(out[part], pieces.to(work_dtype), places[part, k, 0], places[part, k, 1])
+        paste(out[part], source[picks[part]].to(work_dtype), corners[part, 0], corners[part, 1])
+    return out.clamp_(max=255).to(torch.uint8), picks
 
 
 class SyntheticMNIST:
@@ -176,19 +194,22 @@ class ClutteredMNIST(SyntheticMNIST):
     num_classes = 10  # the digit placed whole; the clutter fragments do not count
 
     def __init__(self, seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE, canvas: int = None,
-                 clutter: int = 8, fragment: int = 8, fresh: bool = False):
+                 clutter: int = 8, fragment: int = 8, fresh: bool = False, crops: str = "anywhere"):
         super().__init__(seed, size, canvas, fresh)
+        check_choice(f"{self.name} option crops", crops, CROPS)
+        self.crops = crops
         self.clutter = check_whole_number(f"{self.name} option clutter", clutter, least=0)
         self.fragment = check_whole_number(f"{self.name} option fragment", fragment, least=1)
-        if self.fragment > 20:
-            raise DrawkitError(f"{self.name} option fragment must be at most 20 (the stroke box of a digit), "
+        largest = DIGIT if crops == "anywhere" else 20  # a digit, or the stroke box inside it
+        if self.fragment > largest:
+            raise DrawkitError(f"{self.name} option fragment must be at most {largest} with crops={crops}, "
                                f"got {fragment}")
 
     def key(self):
-        return {"canvas": self.canvas, "clutter": self.clutter, "fragment": self.fragment}
+        return {"canvas": self.canvas, "clutter": self.clutter, "fragment": self.fragment, "crops": self.crops}
 
     def draw(self, digits, n, g):
-        return cluttered_with_picks(digits, n, self.canvas, self.clutter, self.fragment, g)
+        return cluttered_with_picks(digits, n, self.canvas, self.clutter, self.fragment, g, self.crops)
 
     def load_labels(self, split: str, root: Path, download: bool) -> torch.Tensor:
         """MNIST's label of each image's whole digit: long (N,), made and cached with the images."""

@@ -26,6 +26,7 @@ GENERATED_DATA = write_mnist_folder(Path(tempfile.mkdtemp(prefix="drawkit-test-d
 atexit.register(shutil.rmtree, GENERATED_DATA, ignore_errors=True)
 os.environ["DRAWKIT_DATA"] = str(GENERATED_DATA)
 os.environ["DRAWKIT_OFFLINE"] = "1"
+os.environ["DRAWKIT_SLOW_BF16"] = "1"  # bf16's arithmetic is tested on every CPU, emulated where it must be
 torch.set_num_threads(1)  # tiny models: a second thread only contends for the shared cores
 
 MNIST_TRAIN_IMAGES = Path("MNIST") / "raw" / "train-images-idx3-ubyte"

@@ -28,7 +28,7 @@ from drawkit.registry import get_registry
 from drawkit_plugins.binarized_mnist import BinarizedMNIST, read_amat
 from drawkit_plugins.mnist import MNIST
 from drawkit_plugins.image_folder import ImageFolder, read_picture, split_of
-from drawkit_plugins.synthetic_mnist import ClutteredMNIST, MultiMNIST, cluttered, two_digits
+from drawkit_plugins.synthetic_mnist import CROPS, ClutteredMNIST, MultiMNIST, cluttered, two_digits
 from drawkit_plugins.torchvision_datasets import CIFAR10, SVHN, FashionMNIST
 
 NEW = ("binarized-mnist", "fashion-mnist", "svhn", "cifar10", "multi-mnist", "cluttered-mnist", "image-folder")
@@ -77,13 +77,29 @@ def test_two_digits_stay_on_the_canvas_and_combine_by_max():
 def test_clutter_fragments_come_from_other_digits():
     digits = torch.zeros(3, 28, 28, dtype=torch.uint8)
     digits[:, 4:24, 4:24] = torch.tensor([50, 100, 150], dtype=torch.uint8)[:, None, None]  # three flat "digits"
-    out = cluttered(digits, 200, 100, 8, 8, torch.Generator().manual_seed(0))
+    out = cluttered(digits, 200, 100, 8, 8, torch.Generator().manual_seed(0), crops="strokes")
     assert out.shape == (200, 100, 100)
     shades = [set(image.unique().tolist()) - {0} for image in out]
     assert all(len(s) >= 2 for s in shades)                      # the digit and fragments of another one
     assert ((out > 0).flatten(1).sum(1) > 400).all()             # more than one digit's strokes
-    alone = cluttered(digits, 200, 100, 0, 8, torch.Generator().manual_seed(0))
-    assert ((alone > 0).flatten(1).sum(1) == 400).all()          # no clutter: exactly one digit's strokes
+    for crops in CROPS:
+        alone = cluttered(digits, 200, 100, 0, 8, torch.Generator().manual_seed(0), crops=crops)
+        assert ((alone > 0).flatten(1).sum(1) == 400).all()      # no clutter: exactly one digit's strokes
+
+
+def test_clutter_as_mnih_et_al_crops_anywhere_and_adds_strokes():
+    """crops=anywhere (the default) follows DeepMind's mnist-cluttered generator; crops=strokes is denser."""
+    ring = torch.zeros(4, 28, 28, dtype=torch.uint8)
+    ring[:, :2, :] = 200                                         # ink only in the top two rows, outside the stroke box
+    lit = {crops: (cluttered(ring, 300, 100, 8, 8, torch.Generator().manual_seed(0), crops=crops) > 0)
+           .flatten(1).sum(1) for crops in CROPS}
+    assert (lit["strokes"] == 56).all()                          # crops from the stroke box are blank here
+    assert (lit["anywhere"] > 56).float().mean() > 0.5           # crops from the whole digit reach its top rows
+    full = torch.full((4, 28, 28), 200, dtype=torch.uint8)
+    added = cluttered(full, 300, 100, 8, 8, torch.Generator().manual_seed(0))
+    assert set(added.unique().tolist()) == {0, 200, 255}         # overlaps add up and saturate, never wrap
+    maxed = cluttered(full, 300, 100, 8, 8, torch.Generator().manual_seed(0), crops="strokes")
+    assert set(maxed.unique().tolist()) == {0, 200}              # combined by maximum
 
 
 @pytest.mark.parametrize("cls, canvas", [(MultiMNIST, 60), (ClutteredMNIST, 100)])
@@ -123,8 +139,12 @@ def test_generated_set_options_are_checked():
         MultiMNIST(size=0)
     with pytest.raises(DrawkitError, match="multi-mnist option canvas must be .* at least 28, got 20"):
         MultiMNIST(canvas=20)
-    with pytest.raises(DrawkitError, match=r"cluttered-mnist option fragment must be at most 20 .*got 30"):
+    with pytest.raises(DrawkitError, match=r"cluttered-mnist option fragment must be at most 28 .*got 30"):
         ClutteredMNIST(fragment=30)
+    with pytest.raises(DrawkitError, match=r"fragment must be at most 20 with crops=strokes, got 21"):
+        ClutteredMNIST(fragment=21, crops="strokes")
+    with pytest.raises(DrawkitError, match="unknown cluttered-mnist option crops 'middle'; choose one of: anywhere"):
+        ClutteredMNIST(crops="middle")
     with pytest.raises(DrawkitError, match="its options: seed, size, canvas"):
         get_registry().get("dataset", "multi-mnist").create({"n_train": 5})
 

@@ -28,8 +28,9 @@ from drawkit_plugins.tensor_cache import cached
 from drawkit_plugins.torchvision_datasets import CIFAR10, SVHN, FashionMNIST
 
 SPLITS = ("train", "valid", "test")
-#: sha256 of cluttered-mnist (size=300) test images on the generated stand-in, as drawn before labels existed
-CLUTTERED_TEST_SHA256 = "88b0589b31ad1d6e"
+#: sha256 of cluttered-mnist (size=300) test images on the generated stand-in: crops=strokes as drawn before
+#: labels existed, and the default crops=anywhere as first drawn
+CLUTTERED_TEST_SHA256 = {"strokes": "88b0589b31ad1d6e", "anywhere": "174e9aace573616a"}
 
 
 @pytest.fixture(autouse=True)
@@ -372,9 +373,10 @@ def test_batches_serve_each_epoch_its_own_draw():
     assert not torch.equal(torch.cat([x for x, _ in epoch[1]]), torch.cat([x for x, _ in epoch[2]]))
 
 
-def test_cluttered_images_are_those_drawn_before_labels_existed():
-    images = ClutteredMNIST(size=300).load("test", Path(os.environ["DRAWKIT_DATA"]), download=False)
-    assert hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16] == CLUTTERED_TEST_SHA256
+@pytest.mark.parametrize("crops", sorted(CLUTTERED_TEST_SHA256))
+def test_cluttered_images_never_change(crops):
+    images = ClutteredMNIST(size=300, crops=crops).load("test", Path(os.environ["DRAWKIT_DATA"]), download=False)
+    assert hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16] == CLUTTERED_TEST_SHA256[crops]
 
 
 def test_cluttered_labels_are_cached_with_the_images(tmp_path, monkeypatch):
@@ -393,9 +395,9 @@ def test_cluttered_labels_are_cached_with_the_images(tmp_path, monkeypatch):
 
 def test_a_cache_file_made_without_labels_is_made_again(tmp_path):
     mnist_root = Path(os.environ["DRAWKIT_DATA"])
-    key = {"seed": 0, "split": "test", "n": 20, "canvas": 100, "clutter": 8, "fragment": 8}
+    key = {"seed": 0, "split": "test", "n": 20, "canvas": 100, "clutter": 8, "fragment": 8, "crops": "anywhere"}
     stale = torch.zeros(20, 100, 100, dtype=torch.uint8)
-    cached("cluttered-mnist", "seed0-splittest-n20-canvas100-clutter8-fragment8.pt", key,
+    cached("cluttered-mnist", "seed0-splittest-n20-canvas100-clutter8-fragment8-cropsanywhere.pt", key,
            lambda: {"images": stale})                               # what an older drawkit cached
     labels = ClutteredMNIST(size=100).load_labels("test", mnist_root, download=False)
     assert labels.shape == (20,)

@@ -7,11 +7,14 @@ import torch
 from drawkit.checkpoint import read_checkpoint
 from drawkit.classifier import Classifier
 from drawkit.cli import app
+from drawkit.errors import DrawkitError
 from drawkit.lstm import lstm_cell
 from drawkit.model import DrawConfig, build_model
-from drawkit.precision import autocast
+from drawkit.precision import autocast, check_native, native_bf16
 from drawkit.tasks import task_named
 from drawkit.training import make_optimizer, train_step
+
+from conftest import assert_one_error_line
 
 #: a mid-size DRAW: 8 glimpses of 28 x 28 with 64 units, the shapes where bf16's rounding shows
 CONFIG = DrawConfig(image_shape=(1, 28, 28), glimpses=8, hidden=64, z_dim=10, read_size=2, write_size=5)
@@ -129,3 +132,30 @@ def test_bench_times_the_precision_it_is_asked_for(cli_runner):
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
     assert figures["precision"] == "bf16" and figures["tf32"] is False and figures["images_per_s"] > 0
+
+
+@pytest.mark.parametrize("command", ["train", "bench", "evaluate"])
+def test_bf16_is_refused_in_one_line_where_the_cpu_would_emulate_it(command, cli_runner, tiny_train_args, mnist_run,
+                                                                     tmp_path, monkeypatch):
+    monkeypatch.delenv("DRAWKIT_SLOW_BF16")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    args = {"train": ["train", *tiny_train_args, "--out", str(tmp_path / "run")],
+            "bench": ["bench", "--no-compile", "--steps", "1", "--device", "cpu"],
+            "evaluate": ["evaluate", "--checkpoint", str(mnist_run), "--device", "cpu"]}[command]
+    result = cli_runner.invoke(app, [*args, "--precision", "bf16"])
+    assert_one_error_line(result, "--precision bf16: this CPU has no AVX512-BF16 or AMX", "use --precision fp32")
+    assert not (tmp_path / "run").exists()                        # refused before anything is written
+
+
+def test_native_bf16_follows_the_cpu_and_slow_bf16_can_be_asked_for(monkeypatch):
+    monkeypatch.delenv("DRAWKIT_SLOW_BF16")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert native_bf16(CPU)
+    check_native("bf16", CPU)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert not native_bf16(CPU)
+    check_native("fp32", CPU)                                     # float32 is never refused
+    with pytest.raises(DrawkitError, match="DRAWKIT_SLOW_BF16=1"):
+        check_native("bf16", CPU)
+    monkeypatch.setenv("DRAWKIT_SLOW_BF16", "1")
+    check_native("bf16", CPU)                                     # asked for anyway
