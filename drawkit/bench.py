@@ -22,7 +22,7 @@ from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError, check_choice, check_positive
 from drawkit.flops import matmul_shapes, peak_gflops, utilisation as product_utilisation
 from drawkit.model import COMPILE_MODES, GLIMPSES_PER_CALL, DrawConfig
-from drawkit.precision import check_native, check_precision, use_tf32
+from drawkit.precision import check_native, check_precision, native_bf16, use_tf32
 from drawkit.presets import preset_options
 from drawkit.registry import get_registry
 from drawkit.tasks import task_named
@@ -45,6 +45,7 @@ def bench_config(preset: str, glimpses: Optional[int] = None, hidden: Optional[i
 
 
 def device_name(device: torch.device) -> str:
+    """The processor, and on a CPU the vector instructions torch uses (AVX2, AVX512): one model name can be either."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
@@ -52,7 +53,7 @@ def device_name(device: torch.device) -> str:
             model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         model = platform.processor() or platform.machine()
-    return f"{model}, {torch.get_num_threads()} threads"
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -172,7 +173,8 @@ def bench(preset: Optional[str] = None, device: str = "auto", steps: int = 10, w
         "impl": "drawkit",
         "memory": "CUDA tensors, peak" if device.type == "cuda" else "process resident size, peak",
         "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "precision": precision, "tf32": tf32 and device.type == "cuda", "compile": compile, "compile_mode": compile_mode, "preset": preset, "batch_size": batch_size,
+        "torch": torch.__version__, "precision": precision, "native_bf16": native_bf16(device),
+        "tf32": tf32 and device.type == "cuda", "compile": compile, "compile_mode": compile_mode, "preset": preset, "batch_size": batch_size,
         "task": kind.name, "glimpses": config.glimpses, "hidden": config.hidden, "z_dim": getattr(config, "z_dim", None),
         "read_size": config.read_size, "write_size": getattr(config, "write_size", None), "attention": config.attention,
         "encoder": config.encoder, "image_size": config.image_shape[-1], "steps": steps,

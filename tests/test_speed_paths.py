@@ -165,6 +165,9 @@ def test_bench_reports_the_time_its_timed_steps_took_and_its_setup(cli_runner, m
     assert report["warmup_s"] == pytest.approx(0.1)
     assert report["s_per_step"] == pytest.approx(0.25) and report["images_per_s"] == pytest.approx(16.0)
     assert report["torch"] == torch.__version__ and report["compile"] is False
+    assert report["native_bf16"] in (True, False)
+    if report["device"] == "cpu":                                        # AVX2 and AVX512 machines share model names
+        assert f"({torch.backends.cpu.get_cpu_capability()})" in report["device_name"]
 
 
 @pytest.mark.parametrize("args, words", [
