@@ -647,11 +647,12 @@ def visualize_attention(
 
 @app.command()
 def plot(
-    run: Annotated[list[str], typer.Option(help="Run folder (the --out of 'drawkit train'); given several times, their validation bounds against wall time in one picture.")],
+    run: Annotated[list[str], typer.Option(help="Run folder (the --out of 'drawkit train'); given several times, their validation bounds (classifiers: error rates) against wall time in one picture.")],
     out: Annotated[Optional[str], typer.Option(help="PNG to write (default: RUN/curves.png; with several runs required).")] = None,
 ) -> None:
     """Loss curves: train and validation bound (nats/image) per step, from RUN/metrics.jsonl; for a classifier,
-    the training cross-entropy and the error rates (%). Several --run: validation bounds against wall time."""
+    the training cross-entropy and the error rates (%). Several --run: validation bounds (or error rates) against
+    wall time."""
     from drawkit.curves import plot_comparison, plot_curves
 
     if len(run) > 1:

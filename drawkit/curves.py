@@ -96,29 +96,50 @@ def plot_curves(run, out: Optional[str] = None) -> Path:
     return out
 
 
-def plot_comparison(runs: list, out: str) -> Path:
-    """Several runs' validation bounds against wall time, in one picture: which model is ahead for
-    the same time, whatever their steps cost (``drawkit plot --run A --run B``)."""
-    matplotlib, FigureCanvasAgg, Figure = _matplotlib()
-    series = {}
+#: what ``plot_comparison`` draws per kind of run: (metric key, scale, axis label, title)
+COMPARED = {"bound": ("nll_bound", 1, "validation bound, nats/image", "validation bound against wall time"),
+            "error": ("error_rate", 100, "validation error, %", "validation error against wall time")}
+
+
+def compared_series(runs: list) -> tuple[str, dict]:
+    """("bound" or "error", run name -> (minutes, values)): each run's validation measure against wall time,
+    error rates in %; runs of both kinds are refused, as one axis cannot show both."""
+    series, kinds = {}, {}
     for run in map(lambda r: Path(r).expanduser(), runs):
-        records = [r for r in read_metrics(run / METRICS) if r.get("split") == "valid" and "nll_bound" in r]
+        records = read_metrics(run / METRICS)
+        kinds[run.name] = kind = "error" if is_classification(records) else "bound"
+        key, scale = COMPARED[kind][:2]
+        records = [r for r in records if r.get("split") == "valid" and key in r]
         if not records:
-            raise DrawkitError(f"{run / METRICS} has no validation bound yet; train longer, then plot")
-        series[run.name] = ([r["time_s"] / 60 for r in records], [r["nll_bound"] for r in records])
+            raise DrawkitError(f"{run / METRICS} has no validation {'error rate' if kind == 'error' else 'bound'} "
+                               f"yet; train longer, then plot")
+        series[run.name] = ([r["time_s"] / 60 for r in records], [scale * r[key] for r in records])
+    if len(set(kinds.values())) > 1:
+        classifiers = ", ".join(name for name, kind in kinds.items() if kind == "error")
+        raise DrawkitError(f"{classifiers} measure an error rate and the other runs a bound, which one axis cannot "
+                           f"show; plot classifiers and DRAW models separately")
+    return next(iter(kinds.values())), series
+
+
+def plot_comparison(runs: list, out: str) -> Path:
+    """Several runs' validation bounds (classifiers: error rates) against wall time, in one picture: which
+    model is ahead for the same time, whatever their steps cost (``drawkit plot --run A --run B``)."""
+    matplotlib, FigureCanvasAgg, Figure = _matplotlib()
+    kind, series = compared_series(runs)
+    _, _, ylabel, title = COMPARED[kind]
     out = output_path(out, "--out")
     with matplotlib.rc_context({"font.size": 9}):
         figure = Figure(figsize=(6, 3.6), dpi=120, layout="constrained")
         FigureCanvasAgg(figure)
         ax = figure.add_subplot()
-        for name, (minutes, bounds) in series.items():
-            ax.plot(minutes, bounds, marker="o", markersize=3, linewidth=1.5, label=f"{name} (last {bounds[-1]:.2f})")
+        for name, (minutes, values) in series.items():
+            ax.plot(minutes, values, marker="o", markersize=3, linewidth=1.5, label=f"{name} (last {values[-1]:.2f})")
         ax.set_xlabel("wall time, minutes")
-        ax.set_ylabel("validation bound, nats/image")
-        ax.set_title("validation bound against wall time (lower is better)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title} (lower is better)")
         ax.grid(alpha=0.3)
         ax.legend()
-        _zoom_past_start(ax, [b for _, bounds in series.values() for b in bounds])
+        _zoom_past_start(ax, [v for _, values in series.values() for v in values])
         with atomic_write(out) as tmp:
             figure.savefig(tmp, format="png")
     return out

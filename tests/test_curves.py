@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from drawkit.cli import app
-from drawkit.curves import curves_after_training, plot_curves, read_metrics
+from drawkit.curves import compared_series, curves_after_training, plot_curves, read_metrics
 
 runner = CliRunner()
 SIZE = (432, 720)                       # the figure: 6 x 3.6 inches at 120 dpi
@@ -71,6 +71,30 @@ def test_several_runs_are_compared_against_wall_time(tmp_path):
     assert has_colour(picture, (0x1F, 0x77, 0xB4)) and has_colour(picture, (0xFF, 0x7F, 0x0E))  # two lines
     result = runner.invoke(app, ["plot", *runs])
     assert result.exit_code == 2 and "with several --run, give --out FILE.png" in result.output
+
+
+def write_validations(run: Path, key: str, values) -> Path:
+    run.mkdir()
+    lines = [{"split": "valid", "step": 500 * (i + 1), "time_s": 300.0 * (i + 1), key: v} for i, v in enumerate(values)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return run
+
+
+def test_classifier_runs_are_compared_by_error_rate_and_never_with_a_bound(tmp_path):
+    eight = write_validations(tmp_path / "eight", "error_rate", (0.2, 0.08, 0.05))
+    four = write_validations(tmp_path / "four", "error_rate", (0.3, 0.12))
+    kind, series = compared_series([eight, four])
+    assert kind == "error"
+    assert series == {"eight": ([5.0, 10.0, 15.0], [20.0, 8.0, 5.0]), "four": ([5.0, 10.0], [30.0, 12.0])}
+    pytest.importorskip("matplotlib")
+    result = runner.invoke(app, ["plot", "--run", str(eight), "--run", str(four), "--out", str(tmp_path / "e.png")])
+    assert result.exit_code == 0, result.output
+    assert iio.imread(tmp_path / "e.png").shape[:2] == SIZE
+    draw = write_validations(tmp_path / "draw", "nll_bound", (120.0, 100.0))
+    result = runner.invoke(app, ["plot", "--run", str(eight), "--run", str(draw), "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and not (tmp_path / "x.png").exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "eight measure an error rate and the other runs a bound" in lines[0], lines
 
 
 def test_plot_to_another_file(tmp_path):
