@@ -101,6 +101,23 @@ COMPARED = {"bound": ("nll_bound", 1, "validation bound, nats/image", "validatio
             "error": ("error_rate", 100, "validation error, %", "validation error against wall time")}
 
 
+def training_time(records: list[dict]) -> list[tuple[float, dict]]:
+    """(training seconds since the run began, record) for each record that has a time_s.
+
+    time_s counts from the start of its process, so a resumed run's records start again near 0;
+    each earlier process's last time_s is added to the records after it.
+    """
+    timed, before, last = [], 0.0, 0.0
+    for record in records:
+        if "time_s" not in record:
+            continue
+        if record["time_s"] < last:  # a new process: --resume
+            before += last
+        last = record["time_s"]
+        timed.append((before + last, record))
+    return timed
+
+
 def compared_series(runs: list) -> tuple[str, dict]:
     """("bound" or "error", run name -> (minutes, values)): each run's validation measure against wall time,
     error rates in %; runs of both kinds are refused, as one axis cannot show both."""
@@ -109,11 +126,11 @@ def compared_series(runs: list) -> tuple[str, dict]:
         records = read_metrics(run / METRICS)
         kinds[run.name] = kind = "error" if is_classification(records) else "bound"
         key, scale = COMPARED[kind][:2]
-        records = [r for r in records if r.get("split") == "valid" and key in r]
-        if not records:
+        points = [(seconds, r) for seconds, r in training_time(records) if r.get("split") == "valid" and key in r]
+        if not points:
             raise DrawkitError(f"{run / METRICS} has no validation {'error rate' if kind == 'error' else 'bound'} "
                                f"yet; train longer, then plot")
-        series[run.name] = ([r["time_s"] / 60 for r in records], [scale * r[key] for r in records])
+        series[run.name] = ([seconds / 60 for seconds, _ in points], [scale * r[key] for _, r in points])
     if len(set(kinds.values())) > 1:
         classifiers = ", ".join(name for name, kind in kinds.items() if kind == "error")
         raise DrawkitError(f"{classifiers} measure an error rate and the other runs a bound, which one axis cannot "

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from drawkit.cli import app
-from drawkit.curves import compared_series, curves_after_training, plot_curves, read_metrics
+from drawkit.curves import compared_series, curves_after_training, plot_curves, read_metrics, training_time
 
 runner = CliRunner()
 SIZE = (432, 720)                       # the figure: 6 x 3.6 inches at 120 dpi
@@ -95,6 +95,19 @@ def test_classifier_runs_are_compared_by_error_rate_and_never_with_a_bound(tmp_p
     assert result.exit_code == 2 and not (tmp_path / "x.png").exists()
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "eight measure an error rate and the other runs a bound" in lines[0], lines
+
+
+def test_a_resumed_run_is_plotted_against_its_whole_training_time(tmp_path):
+    run = tmp_path / "resumed"
+    run.mkdir()
+    lines = [{"split": "train", "step": 100, "time_s": 50.0, "loss": 2.0},
+             {"split": "valid", "step": 100, "time_s": 60.0, "error_rate": 0.5},
+             {"split": "train", "step": 150, "time_s": 90.0, "loss": 1.0},      # then interrupted, resumed:
+             {"split": "train", "step": 200, "time_s": 30.0, "loss": 0.5},      # time_s counts from the new start
+             {"split": "valid", "step": 200, "time_s": 40.0, "error_rate": 0.25}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert [seconds for seconds, _ in training_time(read_metrics(run / "metrics.jsonl"))] == [50, 60, 90, 120, 130]
+    assert compared_series([run]) == ("error", {"resumed": ([1.0, 130 / 60], [50.0, 25.0])})
 
 
 def test_plot_to_another_file(tmp_path):
