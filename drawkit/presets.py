@@ -20,13 +20,13 @@ PRESETS = {
     ),
     "paper-cluttered": (
         "DRAW's classifier (section 4.1) on 100x100 cluttered MNIST, 8 glimpses of 12x12 (paper: 3.36% error)",
-        {"task": "classify", "dataset": "cluttered-mnist", "dataset_opt": CLUTTERED_MNIST,
+        {"task": "classify", "dataset": "cluttered-mnist", "dataset_opt": list(CLUTTERED_MNIST),
          "encoder": "lstm", "attention": "filterbank", "glimpses": 8, "hidden": 256, "read_size": 12,
          "batch_size": 64, "lr": 1e-3},
     ),
     "paper-cluttered-4": (
         "DRAW's classifier (section 4.1) on 100x100 cluttered MNIST, 4 glimpses of 12x12 (paper: 4.18% error)",
-        {"task": "classify", "dataset": "cluttered-mnist", "dataset_opt": CLUTTERED_MNIST,
+        {"task": "classify", "dataset": "cluttered-mnist", "dataset_opt": list(CLUTTERED_MNIST),
          "encoder": "lstm", "attention": "filterbank", "glimpses": 4, "hidden": 256, "read_size": 12,
          "batch_size": 64, "lr": 1e-3},
     ),
