@@ -41,26 +41,16 @@ def split_generator(dataset: str, seed: int, split: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def patch_indices(canvas: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
-    """Flat indices (N, h * w) into each (H, W) canvas of the pixels a patch with its corner at (top, left) covers."""
-    n, _, width = canvas.shape
+def paste(canvas: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+          reduce: str = "amax") -> None:
+    """canvas (N, H, W), patches (N, h, w) placed with their corner at (top, left) (N,), combined with what is
+    there by ``reduce``: "amax" (the brighter pixel) or "sum" (strokes add up; the caller clips)."""
+    n, height, width = canvas.shape
     h, w = patches.shape[1:]
     rows = top[:, None] + torch.arange(h)                                 # (N, h)
     cols = left[:, None] + torch.arange(w)                                # (N, w)
-    return (rows[:, :, None] * width + cols[:, None, :]).view(n, -1)
-
-
-def paste_max(canvas: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> None:
-    """canvas (N, H, W) uint8, patches (N, h, w) placed with their corner at (top, left) (N,), combined by max."""
-    flat = patch_indices(canvas, patches, top, left)
-    canvas.view(len(canvas), -1).scatter_reduce_(1, flat, patches.reshape(len(canvas), -1), reduce="amax")
-
-
-def paste_sum(canvas: torch.Tensor, patches: torch.Tensor, top: torch.Tensor, left: torch.Tensor) -> None:
-    """As ``paste_max``, but strokes add up and saturate at 255 (canvas int16, so sums cannot wrap)."""
-    flat = patch_indices(canvas, patches, top, left)
-    canvas.view(len(canvas), -1).scatter_add_(1, flat, patches.reshape(len(canvas), -1))
-    canvas.clamp_(max=255)
+    flat = (rows[:, :, None] * width + cols[:, None, :]).view(n, -1)      # (N, h * w) indices into H * W
+    canvas.view(n, -1).scatter_reduce_(1, flat, patches.reshape(n, -1), reduce=reduce)
 
 
 def crop(digits: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
@@ -79,7 +69,7 @@ def two_digits(source: torch.Tensor, n: int, canvas: int, g: torch.Generator) ->
     for start in range(0, n, CHUNK):
         part = slice(start, start + CHUNK)
         for k in range(2):
-            paste_max(out[part], source[picks[part, k]], corners[part, k, 0], corners[part, k, 1])
+            paste(out[part], source[picks[part, k]], corners[part, k, 0], corners[part, k, 1])
     return out
 
 
@@ -105,15 +95,19 @@ def cluttered_with_picks(source: torch.Tensor, n: int, canvas: int, clutter: int
     lo, hi = (0, DIGIT - fragment) if crops == "anywhere" else (4, max(4, 24 - fragment))
     crop_corners = torch.randint(lo, hi + 1, (n, clutter, 2), generator=g)
     places = torch.randint(canvas - fragment + 1, (n, clutter, 2), generator=g)
-    paste, work_dtype = (paste_sum, torch.int16) if crops == "anywhere" else (paste_max, torch.uint8)
-    out = torch.zeros(n, canvas, canvas, dtype=work_dtype)
+    # adding: each chunk is summed in int32 (no count of pieces can wrap it) and clipped once, which gives
+    # what clipping after the clutter and again after the digit gives; the images stay uint8
+    reduce, work_dtype = ("sum", torch.int32) if crops == "anywhere" else ("amax", torch.uint8)
+    out = torch.empty(n, canvas, canvas, dtype=torch.uint8)
     for start in range(0, n, CHUNK):
         part = slice(start, start + CHUNK)
+        work = torch.zeros(len(picks[part]), canvas, canvas, dtype=work_dtype)
         for k in range(clutter):
             pieces = crop(source[others[part, k]], crop_corners[part, k, 0], crop_corners[part, k, 1], fragment)
-            paste(out[part], pieces.to(work_dtype), places[part, k, 0], places[part, k, 1])
-        paste(out[part], source[picks[part]].to(work_dtype), corners[part, 0], corners[part, 1])
-    return out.clamp_(max=255).to(torch.uint8), picks
+            paste(work, pieces.to(work_dtype), places[part, k, 0], places[part, k, 1], reduce)
+        paste(work, source[picks[part]].to(work_dtype), corners[part, 0], corners[part, 1], reduce)
+        out[part] = work.clamp_(max=255)
+    return out, picks
 
 
 class SyntheticMNIST:
