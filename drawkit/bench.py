@@ -22,6 +22,7 @@ from drawkit.devices import resolve_device
 from drawkit.errors import DrawkitError, check_choice, check_positive
 from drawkit.flops import matmul_shapes, peak_gflops, utilisation as product_utilisation
 from drawkit.model import COMPILE_MODES, GLIMPSES_PER_CALL, DrawConfig
+from drawkit.options import dataset_options
 from drawkit.precision import check_native, check_precision, native_bf16, use_tf32
 from drawkit.presets import preset_options
 from drawkit.registry import get_registry
@@ -36,12 +37,28 @@ BENCH_CLASSES = 10  # a classifier's classes on bench's random labels
 
 def bench_config(preset: str, glimpses: Optional[int] = None, hidden: Optional[int] = None,
                  image_size: Optional[int] = None) -> DrawConfig:
-    """The preset's model (the paper's MNIST model by default), with the sizes asked for."""
+    """The preset's model (the paper's MNIST model by default), with the sizes asked for.
+
+    The images are the preset's data set's (100 x 100 for the cluttered-MNIST classifier), or
+    ``image_size`` square ones when given.
+    """
     sizes = {"glimpses": glimpses, "hidden": hidden, "image_size": image_size}
     check_positive({f"--{k.replace('_', '-')}": v for k, v in sizes.items() if v is not None})
     options = {k: v for k, v in preset_options(preset).items() if k in MODEL_FIELDS}
     options.update({k: v for k, v in sizes.items() if k in MODEL_FIELDS and v is not None})
-    return DrawConfig(image_shape=(1, image_size or 28, image_size or 28), **options)
+    shape = (1, image_size, image_size) if image_size else preset_image_shape(preset)
+    return DrawConfig(image_shape=shape, **options)
+
+
+def preset_image_shape(preset: str) -> tuple:
+    """(C, H, W) of the images the preset trains on, from its data set's factory (which loads nothing)."""
+    options = preset_options(preset)
+    if "dataset" not in options:
+        return (1, 28, 28)
+    factory = get_registry().get("dataset", options["dataset"])
+    dataset = factory.create(dataset_options(options.get("dataset_opt"), options.get("image_size"),
+                                             options.get("grayscale")))
+    return tuple(dataset.image_shape)
 
 
 def device_name(device: torch.device) -> str:

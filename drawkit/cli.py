@@ -12,6 +12,7 @@ from rich.table import Table
 
 from drawkit import __version__
 from drawkit.errors import DrawkitError
+from drawkit.options import dataset_options, parse_options
 from drawkit.plugins import load_plugins, pm
 from drawkit.progress import stderr
 
@@ -53,20 +54,6 @@ class OneLineErrors(typer.core.TyperGroup):
         return code
 
 
-def parse_options(pairs: Optional[list[str]], option: str) -> dict:
-    """KEY=VALUE pairs; VALUE is read as JSON when it parses (3, 0.5, [5, 3], true), else kept as text."""
-    options = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise DrawkitError(f"{option} expects KEY=VALUE, got '{pair}'")
-        try:
-            options[key.strip()] = json.loads(value)
-        except ValueError:
-            options[key.strip()] = value
-    return options
-
-
 def _report_crash(exc: Exception) -> int:
     """Out of memory and disk trouble are the user's to fix (2); anything else is a bug (1)."""
     import torch
@@ -85,15 +72,6 @@ def _report_crash(exc: Exception) -> int:
     message = " ".join(str(exc).split())
     error_line(f"drawkit failed: {type(exc).__name__}: {message} (run 'drawkit --debug ...' for the traceback)")
     return 1
-
-
-def dataset_options(pairs: Optional[list[str]], image_size: Optional[int], grayscale: Optional[bool]) -> dict:
-    options = parse_options(pairs, "--dataset-opt")
-    if image_size is not None:
-        options["image_size"] = image_size
-    if grayscale:
-        options["grayscale"] = True
-    return options
 
 
 class ConfigField(NamedTuple):
@@ -472,7 +450,7 @@ def bench(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step (default: the preset's).")] = None,
     glimpses: Annotated[Optional[int], typer.Option(help="T (default: the preset's).")] = None,
     hidden: Annotated[Optional[int], typer.Option(help="LSTM units (default: the preset's).")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Side of the square synthetic images (default 28).")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Side of the square synthetic images (default: the preset's data set's, e.g. 28 for MNIST, 100 for cluttered MNIST).")] = None,
     compile: Annotated[bool, typer.Option(help="Time the compiled glimpse (as 'train --compile'), or the eager one.")] = True,
     reference: Annotated[Optional[str], typer.Option(help="Also time this plain DRAW script (e.g. ../shared/bench/refdraw.py) on the same model and report the speed-up.")] = None,
     rounds: Annotated[int, typer.Option(help="Time drawkit (and the reference) this many times in turn; report medians.")] = 1,

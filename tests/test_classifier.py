@@ -315,6 +315,16 @@ def test_bench_times_classifier_training_steps(cli_runner):
     assert report["z_dim"] is None and report["images_per_s"] > 0
 
 
+
+def test_bench_times_the_images_of_its_preset():
+    """The cluttered preset trains on 100 x 100 canvases; timing 28 x 28 ones would flatter it sevenfold."""
+    from drawkit.bench import bench_config
+
+    assert bench_config("paper-cluttered").image_shape == (1, 100, 100)
+    assert bench_config("paper-mnist").image_shape == (1, 28, 28)
+    assert bench_config("paper-cluttered", image_size=20).image_shape == (1, 20, 20)
+
+
 # Compiled glimpses
 
 def test_compiled_glimpses_give_the_same_logits_and_gradients(parts):
