@@ -47,6 +47,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_decay: float = 1.0               # learning rate of epoch e: lr * lr_decay ** (e - 1); 1: constant
     clip: float = 10.0                  # gradient norm clipping
+    adam_beta1: float = 0.9             # Adam's first-moment decay (one public DRAW port trained with 0.5)
     kl_warmup: int = 0                  # DRAW: the KL's weight in the training objective rises 0 -> 1 over these steps
     seed: int = 0
     device: str = "auto"
@@ -99,6 +100,8 @@ def check_config(model_config, config: TrainConfig, kind) -> None:
         raise DrawkitError(f"--kl-warmup must be 0 (off) or a number of steps, got {config.kl_warmup}")
     if config.kl_warmup and not kind.generative:
         raise DrawkitError("--kl-warmup weighs DRAW's KL term; a classifier (--task classify) has none: leave it out")
+    if not 0 <= config.adam_beta1 < 1:
+        raise DrawkitError(f"--adam-beta1 must be at least 0 and below 1 (Adam's default: 0.9), got {config.adam_beta1}")
     if not (config.clip > 0 and math.isfinite(config.clip)):
         raise DrawkitError(f"--clip must be a positive number, got {config.clip}")
     if config.binarize is not None:
@@ -194,7 +197,7 @@ class Run:
             self.total_steps = min(self.total_steps, config.max_steps)
         if config.compile:
             model.compile_glimpses(mode=config.compile_mode)
-        self.optimizer = make_optimizer(model, config.lr)
+        self.optimizer = make_optimizer(model, config.lr, config.adam_beta1)
         self.state = RunState()
         if resume is not None:
             self.restore(resume)
@@ -369,12 +372,13 @@ class NonFiniteSteps:
         return skipped
 
 
-def make_optimizer(model, lr: float) -> torch.optim.Adam:
+def make_optimizer(model, lr: float, beta1: float = 0.9) -> torch.optim.Adam:
     """Adam, fused where the device has the kernel: it can then skip a non-finite step on the device."""
+    betas = (beta1, 0.999)
     try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        return torch.optim.Adam(model.parameters(), lr=lr, betas=betas, fused=True)
     except RuntimeError:  # no fused kernel for this device or dtype
-        return torch.optim.Adam(model.parameters(), lr=lr)
+        return torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
 
 
 def kl_weight(step: int, warmup: int) -> float:

@@ -148,6 +148,20 @@ def test_learning_rate_decays_once_per_epoch(data, tmp_path, monkeypatch):
     assert rates == [1e-3] * STEPS_PER_EPOCH + [5e-4] * STEPS_PER_EPOCH + [2.5e-4] * STEPS_PER_EPOCH
 
 
+def test_adam_beta1_reaches_the_optimizer_and_stays_on_resume(data, tmp_path, monkeypatch):
+    betas = []
+
+    def step_recording_betas(model, optimizer, *args):
+        betas.append(optimizer.param_groups[0]["betas"])
+        return train_step(model, optimizer, *args)
+
+    monkeypatch.setattr(train_module, "train_step", step_recording_betas)
+    run(tmp_path, 2, adam_beta1=0.5)
+    assert read_checkpoint(tmp_path)["train_config"]["adam_beta1"] == 0.5
+    resume(tmp_path, 4)
+    assert betas == [(0.5, 0.999)] * 4
+
+
 def test_decaying_run_resumed_mid_epoch_equals_uninterrupted_run(data, tmp_path):
     run(tmp_path / "straight", 2 * STEPS_PER_EPOCH + 2, lr_decay=0.5)
     run(tmp_path / "split", STEPS_PER_EPOCH + 2, lr_decay=0.5)
