@@ -11,8 +11,10 @@ import torch
 import torch.nn as nn
 
 from drawkit import hookimpl
+from drawkit.errors import check_choice
 
 EPS = 1e-8  # keeps row normalisation finite when a window falls off the image or sigma is tiny
+STARTS = ("blurred", "sharp")  # the first windows: sigma = stride / 2 (drawkit's), or sigma = 1 pixel (a zero bias)
 
 
 class Window(NamedTuple):
@@ -79,8 +81,10 @@ def write_patch(patch: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, gamma: 
 
 
 class FilterbankAttention(nn.Module):
-    def __init__(self, image_shape, hidden_size: int, read_size: int = 2, write_size: int = 5):
+    def __init__(self, image_shape, hidden_size: int, read_size: int = 2, write_size: int = 5,
+                 start: str = "blurred"):
         super().__init__()
+        check_choice("filterbank option start", start, STARTS)
         self.channels, self.height, self.width = image_shape
         self.read_size, self.write_size = read_size, write_size
         self.read_params = nn.Linear(hidden_size, 5)
@@ -88,8 +92,9 @@ class FilterbankAttention(nn.Module):
         self.write_content = nn.Linear(hidden_size, self.channels * write_size * write_size)
         self.glimpse_shape = (2 * self.channels, read_size, read_size)  # x and x_hat, stacked
         self.image_glimpse_shape = (self.channels, read_size, read_size)  # x alone (read_image)
-        for linear, size in ((self.read_params, read_size), (self.write_params, write_size)):
-            self._start_blurred(linear, size)
+        if start == "blurred":  # "sharp": nn.Linear's own near-zero bias, as most DRAW ports start
+            for linear, size in ((self.read_params, read_size), (self.write_params, write_size)):
+                self._start_blurred(linear, size)
 
     def _start_blurred(self, linear: nn.Linear, size: int) -> None:
         """Start each window over the whole image with sigma = stride / 2, so neighbouring filters meet.

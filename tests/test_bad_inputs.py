@@ -107,6 +107,8 @@ BAD_INPUTS = [
     case(TRAIN, "--dataset-opt", "nokey", expect="--dataset-opt expects KEY=VALUE, got 'nokey'"),
     case(TRAIN, "--encoder-opt", "depth=2", expect="encoder 'lstm' has no option 'depth'"),
     case(TRAIN, "--attention-opt", "=3", expect="--attention-opt expects KEY=VALUE, got '=3'"),
+    case(TRAIN, "--attention", "filterbank", "--attention-opt", "start=wide",
+         expect="unknown filterbank option start 'wide'; choose one of: blurred, sharp"),
     case(["train", *TINY, "--dataset", "image-folder", "--out", "{scratch}/run"],
          expect="image-folder needs a folder of pictures: --dataset-opt path=DIR"),
     case(["train", "--resume", "{missing}"], expect="checkpoint {missing} not found"),

@@ -213,3 +213,19 @@ def test_read_and_write_have_their_own_window_maps(attention, test_device):
         attention.read_params.weight.add_(0.5)
     assert not torch.allclose(attention.read(x, x, h), read_before)
     torch.testing.assert_close(attention.write(h), write_before)
+
+
+@pytest.mark.parametrize("size", [2, 5])
+def test_windows_start_over_the_whole_image_blurred_or_sharp(size):
+    """h = 0 gives the starting window: centred, the whole-image stride, gamma 1; sigma = stride / 2 by
+    default, and nn.Linear's near-zero bias (sigma about 1 pixel) with start=sharp."""
+    h = torch.zeros(1, 400)  # 400 units: nn.Linear's bias within +-0.05
+    stride = (WIDTH - 1) / (size - 1)
+    for start, sigma in (("blurred", stride / 2), ("sharp", 1.0)):
+        attention = FilterbankAttention((1, HEIGHT, WIDTH), hidden_size=400, read_size=size, write_size=size,
+                                        start=start)
+        for which in ("read", "write"):
+            w = attention.window(h, which)
+            assert w.sigma2.sqrt().item() == pytest.approx(sigma, rel=0.05 if start == "sharp" else 1e-6)
+            assert w.delta.item() == pytest.approx(stride, rel=0.06)
+            assert w.gx.item() == pytest.approx((WIDTH + 1) / 2, rel=0.06)
