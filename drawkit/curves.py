@@ -104,16 +104,18 @@ COMPARED = {"bound": ("nll_bound", 1, "validation bound, nats/image", "validatio
 def training_time(records: list[dict]) -> list[tuple[float, dict]]:
     """(training seconds since the run began, record) for each record that has a time_s.
 
-    time_s counts from the start of its process, so a resumed run's records start again near 0;
-    each earlier process's last time_s is added to the records after it.
+    time_s counts from the start of its process, so each earlier process's last time_s is added to
+    the records after it. A record starts a new process (--resume) when its start_step differs
+    from the record before's or its time_s is lower (a second resume from the same checkpoint).
     """
-    timed, before, last = [], 0.0, 0.0
+    timed, before, last, process = [], 0.0, 0.0, None
     for record in records:
         if "time_s" not in record:
             continue
-        if record["time_s"] < last:  # a new process: --resume
+        started = record.get("start_step")
+        if timed and (started != process or record["time_s"] < last):
             before += last
-        last = record["time_s"]
+        last, process = record["time_s"], started
         timed.append((before + last, record))
     return timed
 

@@ -46,7 +46,7 @@ PICTURE_SEED, PICTURE_SCALE = 0, 2
 #: train_config fields that name places on the training machine, left out of config.json
 MACHINE_FIELDS = ("out", "data_dir")
 #: metric fields that are not measures
-NOT_MEASURES = ("n_images", "step", "epoch", "time_s", "steps_per_s", "skipped_steps")
+NOT_MEASURES = ("n_images", "step", "epoch", "time_s", "start_step", "steps_per_s", "skipped_steps")
 
 
 def export(run, out, force: bool = False) -> dict:

@@ -26,7 +26,7 @@ FOLDER = "tensorboard"
 SAMPLES = 16        # images drawn from the prior after each validation
 RECONSTRUCTED = 8   # validation images shown beside their reconstructions
 PICTURE_SEED = 0    # the z of every validation's pictures: the same draws each time
-BOOKKEEPING = ("split", "step", "epoch", "time_s", "n_images", "steps_per_s")  # not plotted (images_per_s is)
+BOOKKEEPING = ("split", "step", "epoch", "time_s", "start_step", "n_images", "steps_per_s")  # not plotted (images_per_s is)
 
 
 def summary_writer_class():

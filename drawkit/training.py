@@ -320,9 +320,13 @@ class Run:
         self.bar.update(self.task, loss=self.kind.progress_text(record))
 
     def log(self, record: dict) -> dict:
-        """Add the step, epoch and time to ``record``, append it to metrics.jsonl and keep it as ``last``."""
+        """Add the step, epoch and time to ``record``, append it to metrics.jsonl and keep it as ``last``.
+
+        time_s counts from this process's start, and start_step is the step it started from, which
+        tells a resumed run's records from the ones before them (curves.training_time).
+        """
         record = {**record, "step": self.state.step, "epoch": self.state.epoch,
-                  "time_s": time.perf_counter() - self.started}
+                  "time_s": time.perf_counter() - self.started, "start_step": self.first_step}
         if self.main:
             with self.metrics_file.open("a") as f:
                 f.write(json.dumps(record) + "\n")
