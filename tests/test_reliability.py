@@ -136,26 +136,26 @@ def test_resumed_run_equals_uninterrupted_run(data, tmp_path, total, first):
     assert_same_training_state(tmp_path / "straight", tmp_path / "split")
 
 
-def test_learning_rate_decays_once_per_epoch(data, tmp_path, monkeypatch):
-    rates = []
+def optimizer_setting_per_step(monkeypatch, key: str) -> list:
+    """The optimizer's ``key`` ("lr", "betas") at each training step from now on, as train_step saw it."""
+    seen = []
 
-    def step_recording_the_rate(model, optimizer, *args):
-        rates.append(optimizer.param_groups[0]["lr"])
+    def step_recording(model, optimizer, *args):
+        seen.append(optimizer.param_groups[0][key])
         return train_step(model, optimizer, *args)
 
-    monkeypatch.setattr(train_module, "train_step", step_recording_the_rate)
+    monkeypatch.setattr(train_module, "train_step", step_recording)
+    return seen
+
+
+def test_learning_rate_decays_once_per_epoch(data, tmp_path, monkeypatch):
+    rates = optimizer_setting_per_step(monkeypatch, "lr")
     run(tmp_path, 3 * STEPS_PER_EPOCH, lr=1e-3, lr_decay=0.5)
     assert rates == [1e-3] * STEPS_PER_EPOCH + [5e-4] * STEPS_PER_EPOCH + [2.5e-4] * STEPS_PER_EPOCH
 
 
 def test_adam_beta1_reaches_the_optimizer_and_stays_on_resume(data, tmp_path, monkeypatch):
-    betas = []
-
-    def step_recording_betas(model, optimizer, *args):
-        betas.append(optimizer.param_groups[0]["betas"])
-        return train_step(model, optimizer, *args)
-
-    monkeypatch.setattr(train_module, "train_step", step_recording_betas)
+    betas = optimizer_setting_per_step(monkeypatch, "betas")
     run(tmp_path, 2, adam_beta1=0.5)
     assert read_checkpoint(tmp_path)["train_config"]["adam_beta1"] == 0.5
     resume(tmp_path, 4)
