@@ -172,7 +172,8 @@ def train(**options) -> Trained:
         try:
             result = run_training(model_config, config, progress=progress, resume=payload)
         except Interrupted as exc:  # Ctrl-C (or a notebook's stop): the finished step is saved
-            raise KeyboardInterrupt(f"{exc}; continue with drawkit.train(resume={str(config.out)!r})") from None
+            hint = f"; continue with drawkit.train(resume={str(config.out)!r})" if exc.checkpoint.is_file() else ""
+            raise KeyboardInterrupt(f"{exc}{hint}") from None
     return Trained(load(config.out, device=config.device), result)
 
 

@@ -1,4 +1,8 @@
-"""Ctrl-C or SIGTERM during training: finish the step, save, then stop; a second signal stops at once."""
+"""Ctrl-C or SIGTERM during training: finish the step, save, then stop; a second signal stops at once.
+
+So does the first one before a process's first step has finished (it may be compiling for minutes):
+there is nothing new to save then.
+"""
 import os
 import signal
 import sys
@@ -11,6 +15,8 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 class StopFlag:
     def __init__(self):
         self.signal = None  # the first stop signal received
+        # True while there is nothing new to save (a process's first step, compiling): a signal stops at once
+        self.at_once = False
 
     @property
     def requested(self) -> bool:
@@ -23,16 +29,18 @@ class StopFlag:
 
 @contextmanager
 def stop_requests():
-    """Yield a flag set by the first SIGINT/SIGTERM; the second raises KeyboardInterrupt at once."""
+    """Yield a flag set by the first SIGINT/SIGTERM; the second, or the first while ``flag.at_once``, raises
+    KeyboardInterrupt at once."""
     flag = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
     def handler(signum, frame):
-        if flag.requested:
+        stop_now = flag.requested or flag.at_once
+        flag.signal = flag.signal or signum
+        if stop_now:
             raise KeyboardInterrupt
-        flag.signal = signum
 
     previous = {sig: signal.signal(sig, handler) for sig in EXIT_CODES}
     try:

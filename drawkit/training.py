@@ -77,11 +77,12 @@ class RunState:
 
 
 class Interrupted(Exception):
-    """A stop signal arrived; the finished step was saved."""
+    """A stop signal arrived; the finished step was saved, or (``saved`` False) none had finished yet."""
 
-    def __init__(self, checkpoint: Path, exit_code: int):
-        super().__init__(f"interrupted; checkpoint saved to {checkpoint}")
-        self.checkpoint, self.exit_code = checkpoint, exit_code
+    def __init__(self, checkpoint: Path, exit_code: int, saved: bool = True):
+        super().__init__(f"interrupted; checkpoint saved to {checkpoint}" if saved else
+                         "interrupted before the first step finished; nothing new to save")
+        self.checkpoint, self.exit_code, self.saved = checkpoint, exit_code, saved
 
 
 def check_config(model_config, config: TrainConfig, kind) -> None:
@@ -230,11 +231,17 @@ class Run:
             self.bar = bar  # train_epoch and log_training move it on
             self.task = bar.add_task(f"epoch {self.state.epoch}", total=self.total_steps, completed=self.state.step,
                                      loss="")
-            while self.state.step < self.total_steps and not self.time_up:
-                self.bar.update(self.task, description=f"epoch {self.state.epoch}")
-                self.train_epoch(stop)
-                if not self.time_up:
-                    self.end_epoch()
+            stop.at_once = True  # until this process's first step is done, the checkpoint on disk is the run
+            try:
+                while self.state.step < self.total_steps and not self.time_up:
+                    self.bar.update(self.task, description=f"epoch {self.state.epoch}")
+                    self.train_epoch(stop)
+                    if not self.time_up:
+                        self.end_epoch()
+            except KeyboardInterrupt:
+                if not (stop.at_once and stop.requested):
+                    raise
+                raise Interrupted(self.out / FILENAME, stop.exit_code, saved=False) from None
         if self.main:
             from drawkit.curves import curves_after_training  # matplotlib is optional: a hint, not a failure
             curves_after_training(self.out)
@@ -247,6 +254,7 @@ class Run:
             group["lr"] = self.config.lr * self.config.lr_decay ** (self.state.epoch - 1)
         for batch in self.batches.epoch(self.state.epoch, skip=self.state.epoch_step):
             output = self.step(batch)
+            stop.at_once = False  # a finished step: from now on a stop signal saves it first
             log_now = self.state.step % self.config.log_every == 0 or self.state.step == self.total_steps
             self.count_non_finite(everything=log_now)  # a log waits for the step anyway: read every flag then
             if log_now:

@@ -200,6 +200,41 @@ def test_run_stopped_by_a_signal_mid_epoch_resumes_exactly(data, tmp_path, monke
     assert_same_training_state(tmp_path / "straight", tmp_path / "split")
 
 
+def first_step_signalled_then_slow(monkeypatch, sig=signal.SIGTERM):
+    """The first training step receives ``sig``, then takes 30 s more (as compiling can): the run must not wait."""
+    calls = []
+
+    def step(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(sig)
+            time.sleep(30)
+        return train_step(*args)
+
+    monkeypatch.setattr(train_module, "train_step", step)
+
+
+def test_a_stop_signal_before_the_first_step_ends_the_run_at_once(data, tmp_path, monkeypatch):
+    first_step_signalled_then_slow(monkeypatch)
+    started = time.perf_counter()
+    with pytest.raises(Interrupted) as stopped:
+        run(tmp_path, 8)
+    assert time.perf_counter() - started < 20
+    assert (stopped.value.exit_code, stopped.value.saved) == (143, False)
+    assert not (tmp_path / "checkpoint.pt").exists() and temp_files(tmp_path) == []
+
+
+def test_a_resumed_run_stopped_before_its_first_step_keeps_its_checkpoint(data, tmp_path, cli_runner, monkeypatch):
+    run(tmp_path, 2)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    first_step_signalled_then_slow(monkeypatch)
+    result = cli_runner.invoke(app, ["train", "--resume", str(tmp_path), "--max-steps", "8", "--no-progress"])
+    assert result.exit_code == 143, result.output
+    assert "stopped before the first step finished, nothing new to save; continue with " \
+           f"'drawkit train --resume {tmp_path}'" in result.stderr
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
 def test_cli_resume_continues_to_the_same_parameters(data, tmp_path, cli_runner):
     straight, split = tmp_path / "straight", tmp_path / "split"
     for out, steps in ((straight, "9"), (split, "4")):
