@@ -172,7 +172,7 @@ def train(**options) -> Trained:
         try:
             result = run_training(model_config, config, progress=progress, resume=payload)
         except Interrupted as exc:  # Ctrl-C (or a notebook's stop): the finished step is saved
-            hint = f"; continue with drawkit.train(resume={str(config.out)!r})" if exc.checkpoint.is_file() else ""
+            hint = f"; continue with drawkit.train(resume={str(config.out)!r})" if exc.resumable else ""
             raise KeyboardInterrupt(f"{exc}{hint}") from None
     return Trained(load(config.out, device=config.device), result)
 

@@ -386,14 +386,9 @@ def _run_training(model_config, config, progress: bool, resume: dict = None, dis
             if _command_line:
                 exit_at_once_on_another_signal()
             if main:
-                resume_command = f"'drawkit train --resume {escape(str(config.out))}'"
-                if exc.saved:
-                    said = f"checkpoint saved to {escape(str(exc.checkpoint))}; continue with {resume_command}"
-                elif exc.checkpoint.is_file():
-                    said = f"stopped before the first step finished, nothing new to save; continue with {resume_command}"
-                else:
-                    said = "stopped before the first step finished, nothing saved; run the same command to start again"
-                stderr.print(f"Interrupted: {said}", highlight=False, soft_wrap=True)
+                next_step = (f"continue with 'drawkit train --resume {escape(str(config.out))}'" if exc.resumable
+                             else "run the same command to start again")
+                stderr.print(f"Interrupted: {escape(exc.what)}; {next_step}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code)
     if not main:
         return

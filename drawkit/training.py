@@ -80,9 +80,16 @@ class Interrupted(Exception):
     """A stop signal arrived; the finished step was saved, or (``saved`` False) none had finished yet."""
 
     def __init__(self, checkpoint: Path, exit_code: int, saved: bool = True):
-        super().__init__(f"interrupted; checkpoint saved to {checkpoint}" if saved else
-                         "interrupted before the first step finished; nothing new to save")
         self.checkpoint, self.exit_code, self.saved = checkpoint, exit_code, saved
+        #: what happened to the run folder, for the command line's and the Python API's messages
+        self.what = (f"checkpoint saved to {checkpoint}" if saved else "stopped before the first step finished, "
+                     + ("nothing new to save" if self.resumable else "nothing saved"))
+        super().__init__(f"interrupted; {self.what}")
+
+    @property
+    def resumable(self) -> bool:
+        """A checkpoint is there to resume from (none when a new run stopped before its first step)."""
+        return self.checkpoint.is_file()
 
 
 def check_config(model_config, config: TrainConfig, kind) -> None:

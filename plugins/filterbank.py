@@ -14,7 +14,7 @@ from drawkit import hookimpl
 from drawkit.errors import check_choice
 
 EPS = 1e-8  # keeps row normalisation finite when a window falls off the image or sigma is tiny
-STARTS = ("blurred", "sharp")  # the first windows: sigma = stride / 2 (drawkit's), or sigma = 1 pixel (a zero bias)
+STARTS = ("blurred", "sharp")  # the first windows: sigma = stride / 2 (drawkit's), or about 1 pixel (a near-zero bias)
 
 
 class Window(NamedTuple):

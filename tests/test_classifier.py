@@ -315,7 +315,6 @@ def test_bench_times_classifier_training_steps(cli_runner):
     assert report["z_dim"] is None and report["images_per_s"] > 0
 
 
-
 def test_bench_times_the_images_of_its_preset():
     """The cluttered preset trains on 100 x 100 canvases; timing 28 x 28 ones would flatter it sevenfold."""
     from drawkit.bench import bench_config

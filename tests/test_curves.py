@@ -110,7 +110,6 @@ def test_a_resumed_run_is_plotted_against_its_whole_training_time(tmp_path):
     assert compared_series([run]) == ("error", {"resumed": ([1.0, 130 / 60], [50.0, 25.0])})
 
 
-
 def test_a_resume_is_found_by_its_start_step_even_when_time_s_goes_up(tmp_path):
     """A first process of a few seconds, then a resumed one whose first record comes later in its own time."""
     lines = [{"split": "train", "step": 2, "time_s": 3.0, "start_step": 0, "loss": 2.0},
@@ -119,6 +118,7 @@ def test_a_resume_is_found_by_its_start_step_even_when_time_s_goes_up(tmp_path):
              {"split": "train", "step": 8, "time_s": 9.0, "start_step": 4, "loss": 0.5},
              {"split": "train", "step": 6, "time_s": 7.0, "start_step": 4, "loss": 0.9}]   # resumed again from 4
     assert [seconds for seconds, _ in training_time(lines)] == [3, 5, 13, 14, 21]
+
 
 def test_plot_to_another_file(tmp_path):
     pytest.importorskip("matplotlib")

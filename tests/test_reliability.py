@@ -200,14 +200,14 @@ def test_run_stopped_by_a_signal_mid_epoch_resumes_exactly(data, tmp_path, monke
     assert_same_training_state(tmp_path / "straight", tmp_path / "split")
 
 
-def first_step_signalled_then_slow(monkeypatch, sig=signal.SIGTERM):
-    """The first training step receives ``sig``, then takes 30 s more (as compiling can): the run must not wait."""
+def first_step_signalled_then_slow(monkeypatch):
+    """The first training step receives a SIGTERM, then takes 30 s more (as compiling can): the run must not wait."""
     calls = []
 
     def step(*args):
         calls.append(1)
         if len(calls) == 1:
-            signal.raise_signal(sig)
+            signal.raise_signal(signal.SIGTERM)
             time.sleep(30)
         return train_step(*args)
 
