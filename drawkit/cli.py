@@ -113,6 +113,7 @@ TRAIN_OPTIONS = {
     "max_steps": ConfigField("train", "max_steps"),
     "lr": ConfigField("train", "lr"),
     "lr_decay": ConfigField("train", "lr_decay"),
+    "lr_schedule": ConfigField("train", "lr_schedule"),
     "clip": ConfigField("train", "clip"),
     "adam_beta1": ConfigField("train", "adam_beta1"),
     "kl_warmup": ConfigField("train", "kl_warmup"),
@@ -242,6 +243,7 @@ def train(
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     lr_decay: Annotated[float, typer.Option(help="Multiply the learning rate by this after each epoch (1: constant); may change on resume.")] = 1.0,
+    lr_schedule: Annotated[str, typer.Option(help="decay (by --lr-decay each epoch) | cosine (from --lr down to 0 along half a cosine over the run's --epochs or --max-steps); may change on resume.")] = "decay",
     clip: Annotated[float, typer.Option(help="Gradient norm clipping.")] = 10.0,
     adam_beta1: Annotated[float, typer.Option(help="Adam's beta1, the decay of its gradient average.")] = 0.9,
     kl_warmup: Annotated[int, typer.Option(help="DRAW: raise the KL's weight in the training objective from 0 to 1 over this many steps (0: off); metrics and validation report the full bound.")] = 0,
@@ -283,7 +285,7 @@ def chosen_configs(ctx: typer.Context) -> tuple[object, object, Optional[dict]]:
 
 #: what may change when resuming; everything else comes from the checkpoint
 CHANGEABLE = ("epochs", "max_steps", "device", "data_dir", "log_every", "keep", "compile", "compile_mode",
-              "lr_decay", "time_limit", "tensorboard", "precision", "tf32")
+              "lr_decay", "lr_schedule", "time_limit", "tensorboard", "precision", "tf32")
 RESUMABLE = CHANGEABLE + ("progress", "resume", "distributed")  # and how the command runs
 
 

@@ -27,6 +27,7 @@ from drawkit.outputs import output_dir
 from drawkit.progress import stderr, training_progress
 from drawkit.registry import get_registry
 from drawkit.rng import rng_state, seeded, set_rng_state
+from drawkit.schedule import check_schedule, learning_rate
 from drawkit.step_flags import StepFlags
 from drawkit.tasks import task_named, task_of
 
@@ -46,6 +47,7 @@ class TrainConfig:
     max_steps: Optional[int] = None     # stop early after this many optimizer steps
     lr: float = 1e-3
     lr_decay: float = 1.0               # learning rate of epoch e: lr * lr_decay ** (e - 1); 1: constant
+    lr_schedule: str = "decay"          # decay (by lr_decay per epoch) | cosine (to 0 over the run): schedule.py
     clip: float = 10.0                  # gradient norm clipping
     adam_beta1: float = 0.9             # Adam's first-moment decay (one public DRAW port trained with 0.5)
     kl_warmup: int = 0                  # DRAW: the KL's weight in the training objective rises 0 -> 1 over these steps
@@ -104,6 +106,7 @@ def check_config(model_config, config: TrainConfig, kind) -> None:
         raise DrawkitError(f"--lr must be a positive number, got {config.lr}")
     if not 0 < config.lr_decay <= 1:
         raise DrawkitError(f"--lr-decay must be above 0 and at most 1 (1: a constant rate), got {config.lr_decay}")
+    check_schedule(config.lr_schedule, config.lr_decay)
     if config.kl_warmup < 0:
         raise DrawkitError(f"--kl-warmup must be 0 (off) or a number of steps, got {config.kl_warmup}")
     if config.kl_warmup and not kind.generative:
@@ -257,8 +260,6 @@ class Run:
 
     def train_epoch(self, stop) -> None:
         """The rest of the current epoch (a resumed run starts mid-epoch), or less if the run ends first."""
-        for group in self.optimizer.param_groups:  # a function of the epoch alone: a resumed run gets the same
-            group["lr"] = self.config.lr * self.config.lr_decay ** (self.state.epoch - 1)
         for batch in self.batches.epoch(self.state.epoch, skip=self.state.epoch_step):
             output = self.step(batch)
             stop.at_once = False  # a finished step: from now on a stop signal saves it first
@@ -275,6 +276,10 @@ class Run:
     def step(self, batch):
         """One optimizer step on this process's share of a batch; its finite flag is queued, not waited for."""
         x = self.kind.batch(batch, self.config.binarize)
+        c = self.config
+        rate = learning_rate(c.lr_schedule, c.lr, c.lr_decay, self.state.step, self.state.epoch, self.total_steps)
+        for group in self.optimizer.param_groups:  # a function of where the run is: a resumed run gets the same
+            group["lr"] = rate
         output, finite = train_step(self.ddp_model, self.optimizer, x, self.config.clip, self.config.precision,
                                     kl_weight(self.state.step + 1, self.config.kl_warmup))
         self.state.step += 1

@@ -154,6 +154,28 @@ def test_learning_rate_decays_once_per_epoch(data, tmp_path, monkeypatch):
     assert rates == [1e-3] * STEPS_PER_EPOCH + [5e-4] * STEPS_PER_EPOCH + [2.5e-4] * STEPS_PER_EPOCH
 
 
+def test_cosine_schedule_falls_from_lr_to_zero_over_the_run_and_resumes_exactly(data, tmp_path, monkeypatch):
+    total = 2 * STEPS_PER_EPOCH  # two epochs: the schedule spans the run's length, not the process's
+    cosine = [1e-3 * 0.5 * (1 + math.cos(math.pi * s / total)) for s in range(total)]
+    rates = optimizer_setting_per_step(monkeypatch, "lr")
+    run(tmp_path / "straight", lr=1e-3, lr_schedule="cosine", epochs=2)
+    assert rates == pytest.approx(cosine) and rates[0] == 1e-3 and rates[-1] < 1e-3 * 0.02
+    rates.clear()
+    recording = train_module.train_step
+
+    def step_then_signal(*args):  # stopped mid-epoch by a signal, then resumed
+        if len(rates) == 4:
+            signal.raise_signal(signal.SIGINT)
+        return recording(*args)
+
+    monkeypatch.setattr(train_module, "train_step", step_then_signal)
+    with pytest.raises(Interrupted):
+        run(tmp_path / "split", lr=1e-3, lr_schedule="cosine", epochs=2)
+    resume(tmp_path / "split", None)
+    assert rates == pytest.approx(cosine)
+    assert_same_training_state(tmp_path / "straight", tmp_path / "split")
+
+
 def test_adam_beta1_reaches_the_optimizer_and_stays_on_resume(data, tmp_path, monkeypatch):
     betas = optimizer_setting_per_step(monkeypatch, "betas")
     run(tmp_path, 2, adam_beta1=0.5)
