@@ -238,7 +238,7 @@ def test_learns_which_quadrant_holds_the_square(parts, tmp_path, test_device):
     assert valid and set(valid[-1]) == {"split", "error_rate", "accuracy", "nll", "n_images", "step", "epoch",
                                          "time_s", "start_step"}
     assert set(train_records(tmp_path)[0]) == {"split", "loss", "error_rate", "steps_per_s", "skipped_steps",
-                                                "precision", "step", "epoch", "time_s", "start_step"}
+                                                "precision", "lr", "step", "epoch", "time_s", "start_step"}
 
 
 def test_train_step_minimises_the_mean_cross_entropy(parts, test_device):

@@ -160,6 +160,9 @@ def test_cosine_schedule_falls_from_lr_to_zero_over_the_run_and_resumes_exactly(
     rates = optimizer_setting_per_step(monkeypatch, "lr")
     run(tmp_path / "straight", lr=1e-3, lr_schedule="cosine", epochs=2)
     assert rates == pytest.approx(cosine) and rates[0] == 1e-3 and rates[-1] < 1e-3 * 0.02
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r["lr"] for r in records if r["split"] == "train"}  # each step's record: its rate
+    assert logged == pytest.approx({s + 1: rate for s, rate in enumerate(cosine)})
     rates.clear()
     recording = train_module.train_step
 
