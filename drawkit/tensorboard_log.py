@@ -50,11 +50,10 @@ class TensorBoardLog:
     def __init__(self, writer, kind, batch_size: int):
         self.writer, self.kind, self.batch_size = writer, kind, batch_size
 
-    def training(self, record: dict, output, lr: float) -> None:
-        """A training metrics record as scalars, with the learning rate, images/s and the KL of each glimpse."""
+    def training(self, record: dict, output) -> None:
+        """A training metrics record as scalars (the learning rate among them), with images/s and the KL of each glimpse."""
         step = record["step"]
         self.scalars(record)
-        self.writer.add_scalar("train/lr", lr, step)
         self.writer.add_scalar("train/images_per_s", record["steps_per_s"] * self.batch_size, step)
         for t, kl in enumerate(kl_per_glimpse(output), start=1):
             self.writer.add_scalar(f"kl_per_glimpse/t{t:02d}", kl, step)
@@ -138,7 +137,7 @@ def tensorboard_log(run_dir: Path, kind, batch_size: int, start_step: int):
 class NoLog:
     """What a run without --tensorboard (or a process other than the main one) logs to: nothing."""
 
-    def training(self, record: dict, output, lr: float) -> None:
+    def training(self, record: dict, output) -> None:
         pass
 
     def validation(self, record: dict, model, valid) -> None:

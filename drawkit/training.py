@@ -334,10 +334,10 @@ class Run:
 
     def log_training(self, output) -> None:
         """Log the training loss of this step's batch (averaged over processes) and show it on the bar."""
-        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step was taken at, for runs with a schedule
         record = self.log({**train_metrics(output, self.kind, self.state, self.first_step, self.started),
-                           "precision": self.config.precision, "lr": lr})
-        self.tensorboard.training(record, output, lr)
+                           "precision": self.config.precision,
+                           "lr": self.optimizer.param_groups[0]["lr"]})  # this step's rate, for runs with a schedule
+        self.tensorboard.training(record, output)
         self.bar.update(self.task, loss=self.kind.progress_text(record))
 
     def log(self, record: dict) -> dict:
