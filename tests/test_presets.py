@@ -123,7 +123,7 @@ EVERYTHING = {
     "task": "classify", "dataset": "image-folder", "dataset_opt": ["path=pics"], "image_size": 12, "grayscale": True,
     "encoder": "cnn", "attention": "none", "glimpses": 3, "hidden": 16, "z_dim": 4, "read_size": 3,
     "write_size": 4, "encoder_opt": ["channels=4"], "attention_opt": ["sharpness=2"], "likelihood": "logistic",
-    "binarize": "threshold", "batch_size": 7, "epochs": 3, "max_steps": 5, "lr": 0.02, "lr_decay": 0.9, "lr_schedule": "decay", "clip": 2.5, "adam_beta1": 0.5, "seed": 7,
+    "binarize": "threshold", "batch_size": 7, "epochs": 3, "max_steps": 5, "lr": 0.02, "lr_decay": 0.9, "lr_schedule": "cosine", "clip": 2.5, "adam_beta1": 0.5, "seed": 7,
     "device": "cpu", "data_dir": "data", "out": "runs/test", "log_every": 9, "val_images": 11, "keep": 2,
     "compile": True, "compile_mode": "reduce-overhead", "tensorboard": True, "time_limit": "2h",
     "canvas_start": "learned", "kl_warmup": 50, "precision": "bf16", "tf32": False,

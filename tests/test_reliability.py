@@ -148,6 +148,19 @@ def optimizer_setting_per_step(monkeypatch, key: str) -> list:
     return seen
 
 
+def interrupt_during_step(monkeypatch, n: int) -> None:
+    """A SIGINT arrives during training step n, which finishes and is saved; wraps whatever train_step is now."""
+    calls, step = [], train_module.train_step
+
+    def step_then_signal(*args):
+        calls.append(1)
+        if len(calls) == n:
+            signal.raise_signal(signal.SIGINT)
+        return step(*args)
+
+    monkeypatch.setattr(train_module, "train_step", step_then_signal)
+
+
 def test_learning_rate_decays_once_per_epoch(data, tmp_path, monkeypatch):
     rates = optimizer_setting_per_step(monkeypatch, "lr")
     run(tmp_path, 3 * STEPS_PER_EPOCH, lr=1e-3, lr_decay=0.5)
@@ -164,14 +177,7 @@ def test_cosine_schedule_falls_from_lr_to_zero_over_the_run_and_resumes_exactly(
     logged = {r["step"]: r["lr"] for r in records if r["split"] == "train"}  # each step's record: its rate
     assert logged == pytest.approx({s + 1: rate for s, rate in enumerate(cosine)})
     rates.clear()
-    recording = train_module.train_step
-
-    def step_then_signal(*args):  # stopped mid-epoch by a signal, then resumed
-        if len(rates) == 4:
-            signal.raise_signal(signal.SIGINT)
-        return recording(*args)
-
-    monkeypatch.setattr(train_module, "train_step", step_then_signal)
+    interrupt_during_step(monkeypatch, 5)  # stopped mid-epoch by a signal, then resumed
     with pytest.raises(Interrupted):
         run(tmp_path / "split", lr=1e-3, lr_schedule="cosine", epochs=2)
     resume(tmp_path / "split", None)
@@ -206,16 +212,8 @@ def test_learned_canvas_starts_at_the_mean_once_and_resumes_exactly(data, tmp_pa
 
 
 def test_run_stopped_by_a_signal_mid_epoch_resumes_exactly(data, tmp_path, monkeypatch):
-    calls = []
-
-    def step_then_signal(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            signal.raise_signal(signal.SIGINT)
-        return train_step(*args)
-
     run(tmp_path / "straight", 8)
-    monkeypatch.setattr(train_module, "train_step", step_then_signal)
+    interrupt_during_step(monkeypatch, 3)
     with pytest.raises(Interrupted) as stopped:
         run(tmp_path / "split", 8)
     assert stopped.value.exit_code == 130
