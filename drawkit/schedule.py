@@ -6,6 +6,7 @@ constant). ``cosine``: from lr down to 0 along half a cosine over the run's step
 to tune.
 """
 import math
+from typing import Optional
 
 from drawkit.errors import DrawkitError, check_choice
 
@@ -20,7 +21,9 @@ def learning_rate(schedule: str, lr: float, lr_decay: float, step: int, epoch: i
     return lr * lr_decay ** (epoch - 1)
 
 
-def check_schedule(schedule: str, lr_decay: float) -> None:
+def check_schedule(schedule: str, lr_decay: float, preset_schedule: Optional[str] = None) -> None:
+    """``preset_schedule``: the schedule the run's --preset sets, if any, so the message can say where cosine came from."""
     check_choice("--lr-schedule", schedule, SCHEDULES)
     if schedule == "cosine" and lr_decay != 1:
-        raise DrawkitError("--lr-decay sets the 'decay' schedule; with --lr-schedule cosine leave it out")
+        where = " (the preset sets it): add --lr-schedule decay to use --lr-decay, or" if preset_schedule == schedule else ""
+        raise DrawkitError(f"--lr-decay sets the 'decay' schedule; with --lr-schedule cosine{where} leave it out")

@@ -61,6 +61,8 @@ BAD_INPUTS = [
     case(TRAIN, "--lr-schedule", "linear", expect="unknown --lr-schedule 'linear'; choose one of: decay, cosine"),
     case(TRAIN, "--lr-schedule", "cosine", "--lr-decay", "0.9",
          expect="--lr-decay sets the 'decay' schedule; with --lr-schedule cosine leave it out"),
+    case(["train", "--preset", "paper-cluttered", "--no-progress", "--out", "{scratch}/run"], "--lr-decay", "0.9",
+         expect="with --lr-schedule cosine (the preset sets it): add --lr-schedule decay to use --lr-decay"),
     case(TRAIN, "--clip", "0", expect=("--clip must be a positive number", "got 0")),
     case(TRAIN, "--clip", "-1", expect=("--clip must be a positive number", "got -1")),
     case(TRAIN, "--adam-beta1", "1", expect=("--adam-beta1 must be at least 0 and below 1", "got 1.0")),
