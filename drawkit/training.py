@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, NamedTuple, Optional
 
 import torch
 
@@ -77,6 +77,14 @@ class RunState:
     epoch_step: int = 0          # batches of it already done
     best_bound: float = math.inf  # the lowest validation score so far: the task's ``score`` (bound, error rate)
     skipped_steps: int = 0       # steps skipped for a non-finite loss or gradient
+
+
+class Step(NamedTuple):
+    """What one training step gives back; the tensors stay on the device until someone reads them."""
+
+    output: object            # the model's output for the batch (its ``loss`` per image)
+    finite: torch.Tensor      # 0-dim bool: the loss and gradient were finite, so the update was taken
+    grad_norm: torch.Tensor   # 0-dim: the gradient's norm before clipping (at the clip or above: clipped)
 
 
 class Interrupted(Exception):
@@ -263,12 +271,12 @@ class Run:
     def train_epoch(self, stop) -> None:
         """The rest of the current epoch (a resumed run starts mid-epoch), or less if the run ends first."""
         for batch in self.batches.epoch(self.state.epoch, skip=self.state.epoch_step):
-            output = self.step(batch)
+            step = self.step(batch)
             stop.at_once = False  # a finished step: from now on a stop signal saves it first
             log_now = self.state.step % self.config.log_every == 0 or self.state.step == self.total_steps
             self.count_non_finite(everything=log_now)  # a log waits for the step anyway: read every flag then
             if log_now:
-                self.log_training(output)
+                self.log_training(step)
             self.bar.advance(self.task)
             self.stop_if_requested(stop)
             if self.state.step >= self.total_steps or self.time_up:
@@ -282,12 +290,12 @@ class Run:
         rate = learning_rate(c.lr_schedule, c.lr, c.lr_decay, self.state.step, self.state.epoch, self.total_steps)
         for group in self.optimizer.param_groups:  # a function of where the run is: a resumed run gets the same
             group["lr"] = rate
-        output, finite = train_step(self.ddp_model, self.optimizer, x, self.config.clip, self.config.precision,
-                                    kl_weight(self.state.step + 1, self.config.kl_warmup))
+        step = train_step(self.ddp_model, self.optimizer, x, self.config.clip, self.config.precision,
+                          kl_weight(self.state.step + 1, self.config.kl_warmup))
         self.state.step += 1
         self.state.epoch_step += 1
-        self.flags.push(self.state.step, finite)
-        return output
+        self.flags.push(self.state.step, step.finite)
+        return step
 
     def count_non_finite(self, everything: bool) -> None:
         """Add the skipped steps among the flags read so far (``everything``: wait for all of them)."""
@@ -334,12 +342,17 @@ class Run:
             stderr.print(f"epoch {self.state.epoch}: {self.kind.validation_text(measures)}", soft_wrap=True)
         return measures
 
-    def log_training(self, output) -> None:
-        """Log the training loss of this step's batch (averaged over processes) and show it on the bar."""
-        record = self.log({**train_metrics(output, self.kind, self.state, self.first_step, self.started),
+    def log_training(self, step: Step) -> None:
+        """Log the training loss of this step's batch (averaged over processes) and show it on the bar.
+
+        grad_norm is the step's gradient norm before clipping: it shows whether --clip binds, and the
+        spikes that can throw a run back (docs/results.md, the 8-glimpse classifier's collapses).
+        """
+        record = self.log({**train_metrics(step.output, self.kind, self.state, self.first_step, self.started),
                            "precision": self.config.precision,
-                           "lr": self.optimizer.param_groups[0]["lr"]})  # this step's rate, for runs with a schedule
-        self.tensorboard.training(record, output)
+                           "lr": self.optimizer.param_groups[0]["lr"],  # this step's rate, for runs with a schedule
+                           "grad_norm": step.grad_norm.item()})
+        self.tensorboard.training(record, step.output)
         self.bar.update(self.task, loss=self.kind.progress_text(record))
 
     def log(self, record: dict) -> dict:
@@ -418,7 +431,7 @@ def kl_weight(step: int, warmup: int) -> float:
     return 1.0 if warmup <= 0 else min(1.0, step / warmup)
 
 
-def train_step(model, optimizer, x, clip: float, precision: str = "fp32", kl_weight: float = 1.0):
+def train_step(model, optimizer, x, clip: float, precision: str = "fp32", kl_weight: float = 1.0) -> Step:
     """One Adam step on the mean of ``model(x).loss``; a non-finite loss or gradient skips the update.
 
     ``precision`` bf16 runs the forward pass under bfloat16 autocast (precision.py); the loss, and so
@@ -427,8 +440,9 @@ def train_step(model, optimizer, x, clip: float, precision: str = "fp32", kl_wei
     ``model(x).loss`` is the negative bound per image for DRAW, the cross-entropy per image for a
     classifier (``kind.trainable(model)``, with x = (images, labels)).
 
-    Returns the output and whether the step was finite, as a 0-dim tensor on the device. With fused
-    Adam the skip happens on the device too (its ``found_inf``), so nothing here waits for the step.
+    Returns a Step: the output, and as 0-dim tensors on the device whether the step was finite and the
+    gradient norm before clipping. With fused Adam the skip happens on the device too (its
+    ``found_inf``), so nothing here waits for the step.
     Under DDP ``model`` is the wrapper: backward averages the gradients over ranks, so every rank
     sees the same norm (a NaN on one rank reaches all) and all skip or step together.
     """
@@ -445,7 +459,7 @@ def train_step(model, optimizer, x, clip: float, precision: str = "fp32", kl_wei
         optimizer.step()
     elif finite:  # any other optimizer: the host waits for the step to decide
         optimizer.step()
-    return output, finite
+    return Step(output, finite, grad_norm)
 
 
 def train_metrics(output, kind, state: RunState, first_step: int, started: float) -> dict:

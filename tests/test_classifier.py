@@ -238,7 +238,7 @@ def test_learns_which_quadrant_holds_the_square(parts, tmp_path, test_device):
     assert valid and set(valid[-1]) == {"split", "error_rate", "accuracy", "nll", "n_images", "step", "epoch",
                                          "time_s", "start_step"}
     assert set(train_records(tmp_path)[0]) == {"split", "loss", "error_rate", "steps_per_s", "skipped_steps",
-                                                "precision", "lr", "step", "epoch", "time_s", "start_step"}
+                                                "precision", "lr", "grad_norm", "step", "epoch", "time_s", "start_step"}
 
 
 def test_train_step_minimises_the_mean_cross_entropy(parts, test_device):
@@ -247,8 +247,8 @@ def test_train_step_minimises_the_mean_cross_entropy(parts, test_device):
     model = small(parts).to(test_device)
     images, labels = (t.to(test_device) for t in quadrants(n=6))
     expected = F.cross_entropy(model(images), labels)
-    output, finite = train_step(TASKS["classify"].trainable(model), make_optimizer(model, 1e-3), (images, labels),
-                                clip=10.0)
+    output, finite, _ = train_step(TASKS["classify"].trainable(model), make_optimizer(model, 1e-3), (images, labels),
+                                   clip=10.0)
     assert bool(finite)
     torch.testing.assert_close(output.loss.mean(), expected)
 

@@ -97,7 +97,7 @@ def test_bf16_classifier_gives_float32_logits(registry):
     assert isinstance(model, Classifier)
     images, labels = torch.rand(8, 1, 20, 20), torch.randint(10, (8,))
     optimizer = make_optimizer(model, 1e-3)
-    output, finite = train_step(kind.trainable(model), optimizer, (images, labels), clip=10.0, precision="bf16")
+    output, finite, _ = train_step(kind.trainable(model), optimizer, (images, labels), clip=10.0, precision="bf16")
     assert output.logits.dtype == torch.float32 and output.loss.dtype == torch.float32 and bool(finite)
 
 

@@ -19,7 +19,7 @@ from drawkit.cli import app  # noqa: E402
 TINY_CLASSIFIER = ("--task", "classify", "--glimpses", "2", "--hidden", "8", "--read-size", "3", "--batch-size", "16",
                    "--max-steps", "3", "--val-images", "32", "--log-every", "1", "--no-progress")
 DRAW_TRAIN_TAGS = {"train/loss", "train/reconstruction", "train/kl", "train/skipped_steps", "train/lr",
-                   "train/images_per_s", "kl_per_glimpse/t01", "kl_per_glimpse/t02", "kl_per_glimpse/t03"}
+                   "train/grad_norm", "train/images_per_s", "kl_per_glimpse/t01", "kl_per_glimpse/t02", "kl_per_glimpse/t03"}
 DRAW_VALID_TAGS = {"valid/nll_bound", "valid/reconstruction", "valid/kl", "valid/bits_per_dim"}
 
 
@@ -57,7 +57,7 @@ def test_every_training_record_is_a_set_of_scalars_at_its_step(draw_run):
     assert DRAW_TRAIN_TAGS | DRAW_VALID_TAGS == set(accumulator.Tags()["scalars"])
     records = metrics(draw_run, "train")
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
-    for name in ("loss", "reconstruction", "kl", "skipped_steps"):
+    for name in ("loss", "reconstruction", "kl", "skipped_steps", "grad_norm"):
         assert scalar_series(accumulator, f"train/{name}") == [
             (r["step"], pytest.approx(r[name], rel=1e-6, abs=1e-7)) for r in records], name
     assert scalar_series(accumulator, "train/images_per_s") == [
@@ -130,8 +130,8 @@ def test_a_classifier_logs_its_loss_error_rate_and_validation_without_pictures(c
     train(cli_runner, *TINY_CLASSIFIER, "--tensorboard", "--out", str(tmp_path))
     accumulator = events(tmp_path)
     assert set(accumulator.Tags()["scalars"]) == {
-        "train/loss", "train/error_rate", "train/skipped_steps", "train/lr", "train/images_per_s",
-        "valid/error_rate", "valid/accuracy", "valid/nll"}
+        "train/loss", "train/error_rate", "train/skipped_steps", "train/lr", "train/grad_norm",
+        "train/images_per_s", "valid/error_rate", "valid/accuracy", "valid/nll"}
     assert accumulator.Tags()["images"] == []
     records = metrics(tmp_path, "train")
     assert scalar_series(accumulator, "train/error_rate") == [(r["step"], pytest.approx(r["error_rate"], abs=1e-7))

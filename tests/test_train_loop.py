@@ -76,7 +76,7 @@ def test_a_warming_step_follows_the_weighted_objective_and_reports_the_full_boun
             output = model(x)
             (output.reconstruction + 0.25 * output.kl.sum(1)).mean().backward()
         else:
-            output, _ = train_step(model, make_optimizer(model, 0.0), x, clip=1e9, kl_weight=weight)
+            output = train_step(model, make_optimizer(model, 0.0), x, clip=1e9, kl_weight=weight).output
             assert torch.allclose(output.loss, output.reconstruction + output.kl.sum(1))  # what is logged
         return [p.grad.clone() for p in model.parameters()], output
 
@@ -85,3 +85,30 @@ def test_a_warming_step_follows_the_weighted_objective_and_reports_the_full_boun
     full, _ = gradients(1.0)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(by_hand, stepped))
     assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full, stepped))
+
+
+def test_a_step_reports_its_gradient_norm_before_clipping(registry):
+    """metrics.jsonl's grad_norm: the norm clipping saw, not the clipped one, so a record shows whether --clip binds."""
+    import torch
+
+    from drawkit.model import DrawConfig, build_model
+    from drawkit.training import make_optimizer, train_step
+
+    config = DrawConfig(image_shape=(1, 8, 8), glimpses=3, hidden=16, z_dim=4, read_size=2, write_size=3)
+    x = (torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+
+    def fresh_model():
+        torch.manual_seed(0)
+        model = build_model(config, registry)
+        torch.manual_seed(5)  # the same latent noise for both
+        return model
+
+    by_hand = fresh_model()
+    by_hand(x).loss.mean().backward()
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in by_hand.parameters()]))
+    clip = float(norm) / 10
+    model = fresh_model()
+    step = train_step(model, make_optimizer(model, 0.0), x, clip=clip)
+    torch.testing.assert_close(step.grad_norm, norm)
+    clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    assert clipped == pytest.approx(clip, rel=1e-4)  # what the update used
