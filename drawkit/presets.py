@@ -39,3 +39,9 @@ PRESETS = {
 def preset_options(name: str) -> dict:
     check_choice("preset", name, PRESETS)
     return dict(PRESETS[name][1])
+
+
+def preset_setting(name, key: str):
+    """The value preset ``name`` gives option ``key``; None when it sets none, or when no preset has that name
+    (a run saved under a preset since renamed must still resume)."""
+    return PRESETS.get(name, (None, {}))[1].get(key)

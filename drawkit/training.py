@@ -19,7 +19,7 @@ from drawkit.checkpoint import FILENAME, CheckpointWriter, check_parts, plugin_r
 from drawkit.data import BINARIZE_MODES, Batches
 from drawkit.devices import resolve_device
 from drawkit.durations import parse_duration
-from drawkit.presets import PRESETS
+from drawkit.presets import preset_setting
 from drawkit.precision import autocast, check_native, check_precision, use_tf32
 from drawkit.errors import DrawkitError, check_choice, check_positive
 from drawkit.interrupts import stop_requests
@@ -115,8 +115,7 @@ def check_config(model_config, config: TrainConfig, kind) -> None:
         raise DrawkitError(f"--lr must be a positive number, got {config.lr}")
     if not 0 < config.lr_decay <= 1:
         raise DrawkitError(f"--lr-decay must be above 0 and at most 1 (1: a constant rate), got {config.lr_decay}")
-    preset_schedule = PRESETS.get(config.preset, (None, {}))[1].get("lr_schedule")  # None: no such preset (now)
-    check_schedule(config.lr_schedule, config.lr_decay, preset_schedule)
+    check_schedule(config.lr_schedule, config.lr_decay, preset_setting(config.preset, "lr_schedule"))
     if config.kl_warmup < 0:
         raise DrawkitError(f"--kl-warmup must be 0 (off) or a number of steps, got {config.kl_warmup}")
     if config.kl_warmup and not kind.generative:

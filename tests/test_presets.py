@@ -234,3 +234,13 @@ def test_preset_with_small_overrides_trains_on_binarized_mnist(cli_runner, tmp_p
     assert payload["dataset_source"] in ("larochelle-murray", "derived-from-mnist (seed 1234)")
     if payload["dataset_source"].startswith("derived"):
         assert list((tmp_path / "cache").rglob("*.pt"))
+
+
+def test_a_preset_setting_is_none_when_the_preset_sets_nothing_or_is_gone():
+    """A run saved under a preset since renamed must still resume: its checks ask, and get None."""
+    from drawkit.presets import preset_setting
+
+    assert preset_setting("paper-cluttered", "lr_schedule") == "cosine"
+    assert preset_setting("paper-mnist", "lr_schedule") is None
+    assert preset_setting("a-preset-since-renamed", "lr_schedule") is None
+    assert preset_setting(None, "lr_schedule") is None
