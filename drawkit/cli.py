@@ -243,7 +243,7 @@ def train(
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many steps.")] = None,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     lr_decay: Annotated[float, typer.Option(help="Multiply the learning rate by this after each epoch (1: constant); may change on resume.")] = 1.0,
-    lr_schedule: Annotated[str, typer.Option(help="decay (by --lr-decay each epoch) | cosine (from --lr down to 0 along half a cosine over the run's --epochs or --max-steps); may change on resume.")] = "decay",
+    lr_schedule: Annotated[str, typer.Option(help="decay (by --lr-decay each epoch) | cosine (from --lr down to 0 along half a cosine over the run's --epochs or --max-steps); may change on resume, and a resume with more --epochs stretches the cosine, so the rate rises at once (a warm restart).")] = "decay",
     clip: Annotated[float, typer.Option(help="Gradient norm clipping.")] = 10.0,
     adam_beta1: Annotated[float, typer.Option(help="Adam's beta1, the decay of its gradient average.")] = 0.9,
     kl_warmup: Annotated[int, typer.Option(help="DRAW: raise the KL's weight in the training objective from 0 to 1 over this many steps (0: off); metrics and validation report the full bound.")] = 0,
