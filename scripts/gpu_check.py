@@ -206,7 +206,8 @@ class Check:
                                                      "n_images": last_json(out).get("n_images")})
         step = train_figures(run).get("last_step", 0) if saved else 0
         self.run(f"resume for {p['resume_steps']} steps",
-                 self.drawkit("train", "--resume", run, "--max-steps", step + p["resume_steps"], "--no-progress"),
+                 self.drawkit("train", "--resume", run, "--max-steps", step + p["resume_steps"], "--time-limit", "none",
+                              "--no-progress"),  # not the timed run's limit again
                  90, skip=no_run, parse=lambda out: {"last_step": train_figures(run).get("last_step")})
         pictures = self.out / "pictures"
         pictures.mkdir(parents=True, exist_ok=True)

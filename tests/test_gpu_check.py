@@ -30,6 +30,9 @@ def test_quick_cpu_run_reports_every_step(tmp_path):
         assert step["status"] in ("ok", "skipped"), json.dumps(step, indent=1)
     by_name = {step["step"]: step for step in report["steps"]}
     assert by_name["evaluate (test bound)"]["bound"] > 0
+    timed = next(s for s in report["steps"] if s["step"].startswith("train paper-mnist"))
+    resumed = next(s for s in report["steps"] if s["step"].startswith("resume for"))
+    assert resumed["last_step"] == timed["last_step"] + 2  # the quick profile's resume_steps, not cut short
     assert next(s for s in report["steps"] if s["step"].startswith("bench eager"))["images_per_s"] > 0
     assert by_name["classifier evaluate"]["n_images"] > 0
     markdown = (tmp_path / "report.md").read_text()
