@@ -76,7 +76,7 @@ class Check:
         self.python = sys.executable
 
     # ---- running -------------------------------------------------------------------------------
-    def run(self, name: str, command: list, timeout: float, env: dict = None, ok_codes=(0,), skip: str = None,
+    def run(self, name: str, command: list, timeout: float, env: dict = None, skip: str = None,
             parse=None) -> dict:
         """One step: the command in its own process group, ended (group and all) after ``timeout`` s."""
         record = {"step": name, "command": " ".join(str(c) for c in command)}
@@ -101,7 +101,7 @@ class Check:
                           output_tail=tail(output))
             if timed_out:
                 record.update(status="timeout", reason=f"ran past {limit:.0f} s")
-            elif proc.returncode in ok_codes:
+            elif proc.returncode == 0:
                 record["status"] = "ok"
                 if parse:
                     try:

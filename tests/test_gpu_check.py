@@ -4,6 +4,7 @@ The quick mode runs every step at the smallest sizes, leaving out pytest, refdra
 (recorded as skipped); `make gpu-check DEVICE=cpu` runs them all at tiny sizes.
 """
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,8 @@ def test_quick_cpu_run_reports_every_step(tmp_path):
     assert by_name["evaluate (test bound)"]["bound"] > 0
     timed = next(s for s in report["steps"] if s["step"].startswith("train paper-mnist"))
     resumed = next(s for s in report["steps"] if s["step"].startswith("resume for"))
-    assert resumed["last_step"] == timed["last_step"] + 2  # the quick profile's resume_steps, not cut short
+    resume_steps = runpy.run_path(str(SCRIPT))["PROFILES"]["quick"]["resume_steps"]
+    assert resumed["last_step"] == timed["last_step"] + resume_steps  # all of them, not cut short
     assert next(s for s in report["steps"] if s["step"].startswith("bench eager"))["images_per_s"] > 0
     assert by_name["classifier evaluate"]["n_images"] > 0
     markdown = (tmp_path / "report.md").read_text()
