@@ -27,7 +27,12 @@ class PlottingUnavailable(DrawkitError):
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The records of the latest run in ``path``; a run that reused the folder restarts at a lower step."""
+    """The records of the latest run in ``path``.
+
+    A record at a lower step than the one before starts either a new run in the same folder (start_step 0:
+    the earlier records go) or a resume from a checkpoint older than the last record, as after a kill
+    (start_step > 0: only the records past that checkpoint go, as the resumed run does those steps again).
+    """
     if not path.is_file():
         raise DrawkitError(f"{path} not found; pass --run a folder written by 'drawkit train --out DIR'")
     records = []
@@ -39,7 +44,8 @@ def read_metrics(path: Path) -> list[dict]:
         except ValueError:
             raise DrawkitError(f"{path} line {number} is not JSON; was it written by 'drawkit train'?") from None
         if records and record.get("step", 0) < records[-1].get("step", 0):
-            records = []  # an earlier run in the same folder: keep only the latest
+            resumed_from = record.get("start_step") or 0
+            records = [r for r in records if r.get("step", 0) <= resumed_from] if resumed_from else []
         records.append(record)
     return records
 

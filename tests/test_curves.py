@@ -174,3 +174,21 @@ def test_plot_errors_are_one_line(tmp_path, setup, expect):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
     assert expect.format(run=run) in lines[0], (expect, lines[0])
+
+
+def test_a_resume_after_a_kill_keeps_the_history_up_to_its_checkpoint(tmp_path):
+    """Killed mid-epoch after logging step 300, resumed from the checkpoint at step 200: steps 250-300 are
+    done again, and everything up to step 200 still belongs to the run."""
+    lines = [{"split": "train", "step": 100, "time_s": 10.0, "start_step": 0, "loss": 2.0},
+             {"split": "valid", "step": 200, "time_s": 20.0, "start_step": 0, "error_rate": 0.5},
+             {"split": "train", "step": 250, "time_s": 25.0, "start_step": 0, "loss": 1.5},
+             {"split": "train", "step": 300, "time_s": 30.0, "start_step": 0, "loss": 1.4},   # killed here
+             {"split": "train", "step": 250, "time_s": 4.0, "start_step": 200, "loss": 1.3},
+             {"split": "valid", "step": 300, "time_s": 9.0, "start_step": 200, "error_rate": 0.25}]
+    run = tmp_path / "killed"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    records = read_metrics(run / "metrics.jsonl")
+    assert [(r["step"], r["start_step"]) for r in records] == [(100, 0), (200, 0), (250, 200), (300, 200)]
+    assert [seconds for seconds, _ in training_time(records)] == [10, 20, 24, 29]
+    assert compared_series([run]) == ("error", {"killed": ([20 / 60, 29 / 60], [50.0, 25.0])})
