@@ -114,6 +114,7 @@ TRAIN_OPTIONS = {
     "lr": ConfigField("train", "lr"),
     "lr_decay": ConfigField("train", "lr_decay"),
     "lr_schedule": ConfigField("train", "lr_schedule"),
+    "lr_restarts": ConfigField("train", "lr_restarts"),
     "clip": ConfigField("train", "clip"),
     "adam_beta1": ConfigField("train", "adam_beta1"),
     "kl_warmup": ConfigField("train", "kl_warmup"),
@@ -244,6 +245,7 @@ def train(
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     lr_decay: Annotated[float, typer.Option(help="Multiply the learning rate by this after each epoch (1: constant); may change on resume.")] = 1.0,
     lr_schedule: Annotated[str, typer.Option(help="decay (by --lr-decay each epoch) | cosine (from --lr down to 0 along half a cosine over the run's --epochs or --max-steps); may change on resume, and a resume with more --epochs stretches the cosine, so the rate rises at once (a warm restart).")] = "decay",
+    lr_restarts: Annotated[Optional[str], typer.Option(help="With --lr-schedule cosine: epochs, e.g. 180,340, where a cosine ends and the rate rises to the cosine over the next one (or over the run), as a resume with more --epochs does (none: no restarts). May change on resume.")] = None,
     clip: Annotated[float, typer.Option(help="Gradient norm clipping.")] = 10.0,
     adam_beta1: Annotated[float, typer.Option(help="Adam's beta1, the decay of its gradient average.")] = 0.9,
     kl_warmup: Annotated[int, typer.Option(help="DRAW: raise the KL's weight in the training objective from 0 to 1 over this many steps (0: off); metrics and validation report the full bound.")] = 0,
@@ -285,7 +287,7 @@ def chosen_configs(ctx: typer.Context) -> tuple[object, object, Optional[dict]]:
 
 #: what may change when resuming; everything else comes from the checkpoint
 CHANGEABLE = ("epochs", "max_steps", "device", "data_dir", "log_every", "keep", "compile", "compile_mode",
-              "lr_decay", "lr_schedule", "time_limit", "tensorboard", "precision", "tf32")
+              "lr_decay", "lr_schedule", "lr_restarts", "time_limit", "tensorboard", "precision", "tf32")
 RESUMABLE = CHANGEABLE + ("progress", "resume", "distributed")  # and how the command runs
 
 

@@ -28,7 +28,7 @@ from drawkit.outputs import output_dir
 from drawkit.progress import stderr, training_progress
 from drawkit.registry import get_registry
 from drawkit.rng import rng_state, seeded, set_rng_state
-from drawkit.schedule import check_schedule, learning_rate
+from drawkit.schedule import check_restarts, check_schedule, learning_rate, parse_restarts
 from drawkit.step_flags import StepFlags
 from drawkit.tasks import task_named, task_of
 
@@ -49,6 +49,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_decay: float = 1.0               # learning rate of epoch e: lr * lr_decay ** (e - 1); 1: constant
     lr_schedule: str = "decay"          # decay (by lr_decay per epoch) | cosine (to 0 over the run): schedule.py
+    lr_restarts: Optional[str] = None   # cosine: "180,340", the epochs where earlier cosines end (warm restarts)
     clip: float = 10.0                  # gradient norm clipping
     adam_beta1: float = 0.9             # Adam's first-moment decay (one public DRAW port trained with 0.5)
     kl_warmup: int = 0                  # DRAW: the KL's weight in the training objective rises 0 -> 1 over these steps
@@ -116,6 +117,7 @@ def check_config(model_config, config: TrainConfig, kind) -> None:
     if not 0 < config.lr_decay <= 1:
         raise DrawkitError(f"--lr-decay must be above 0 and at most 1 (1: a constant rate), got {config.lr_decay}")
     check_schedule(config.lr_schedule, config.lr_decay, preset_setting(config.preset, "lr_schedule"))
+    check_restarts(config.lr_restarts, config.lr_schedule, config.epochs, preset_setting(config.preset, "lr_restarts"))
     if config.kl_warmup < 0:
         raise DrawkitError(f"--kl-warmup must be 0 (off) or a number of steps, got {config.kl_warmup}")
     if config.kl_warmup and not kind.generative:
@@ -215,6 +217,7 @@ class Run:
         self.total_steps = len(batches) * config.epochs
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
+        self.restart_steps = tuple(epoch * len(batches) for epoch in parse_restarts(config.lr_restarts))
         if config.compile:
             model.compile_glimpses(mode=config.compile_mode)
         self.optimizer = make_optimizer(model, config.lr, config.adam_beta1)
@@ -286,7 +289,8 @@ class Run:
         """One optimizer step on this process's share of a batch; its finite flag is queued, not waited for."""
         x = self.kind.batch(batch, self.config.binarize)
         c = self.config
-        rate = learning_rate(c.lr_schedule, c.lr, c.lr_decay, self.state.step, self.state.epoch, self.total_steps)
+        rate = learning_rate(c.lr_schedule, c.lr, c.lr_decay, self.state.step, self.state.epoch, self.total_steps,
+                             self.restart_steps)
         for group in self.optimizer.param_groups:  # a function of where the run is: a resumed run gets the same
             group["lr"] = rate
         step = train_step(self.ddp_model, self.optimizer, x, self.config.clip, self.config.precision,

@@ -10,7 +10,8 @@ from drawkit import cli
 from drawkit.checkpoint import read_checkpoint
 from drawkit.cli import PRESETTABLE, RUN_OPTIONS, TRAIN_OPTIONS, app
 from drawkit.model import DrawConfig
-from drawkit.presets import PRESETS, preset_options
+from drawkit.errors import DrawkitError
+from drawkit.presets import PRESETS, preset_options, preset_setting
 from drawkit.training import TrainConfig
 from conftest import assert_one_error_line
 
@@ -123,7 +124,7 @@ EVERYTHING = {
     "task": "classify", "dataset": "image-folder", "dataset_opt": ["path=pics"], "image_size": 12, "grayscale": True,
     "encoder": "cnn", "attention": "none", "glimpses": 3, "hidden": 16, "z_dim": 4, "read_size": 3,
     "write_size": 4, "encoder_opt": ["channels=4"], "attention_opt": ["sharpness=2"], "likelihood": "logistic",
-    "binarize": "threshold", "batch_size": 7, "epochs": 3, "max_steps": 5, "lr": 0.02, "lr_decay": 0.9, "lr_schedule": "cosine", "clip": 2.5, "adam_beta1": 0.5, "seed": 7,
+    "binarize": "threshold", "batch_size": 7, "epochs": 3, "max_steps": 5, "lr": 0.02, "lr_decay": 0.9, "lr_schedule": "cosine", "lr_restarts": "2", "clip": 2.5, "adam_beta1": 0.5, "seed": 7,
     "device": "cpu", "data_dir": "data", "out": "runs/test", "log_every": 9, "val_images": 11, "keep": 2,
     "compile": True, "compile_mode": "reduce-overhead", "tensorboard": True, "time_limit": "2h",
     "canvas_start": "learned", "kl_warmup": 50, "precision": "bf16", "tf32": False,
@@ -244,3 +245,16 @@ def test_a_preset_setting_is_none_when_the_preset_sets_nothing_or_is_gone():
     assert preset_setting("paper-mnist", "lr_schedule") is None
     assert preset_setting("a-preset-since-renamed", "lr_schedule") is None
     assert preset_setting(None, "lr_schedule") is None
+
+
+def test_a_shorter_run_of_a_preset_ends_before_its_restarts_and_trains_one_cosine(cli_runner, configs_built):
+    """`--preset paper-cluttered-4 --epochs 100`: the preset's restarts (180, 340) lie past it and are not an error."""
+    from drawkit.schedule import check_restarts, learning_rate
+
+    model_config, config = train_configs(cli_runner, configs_built, "--preset", "paper-cluttered-4", "--epochs", "100")
+    assert (config.epochs, config.lr_restarts) == (100, "180,340")
+    check_restarts(config.lr_restarts, config.lr_schedule, config.epochs, preset_setting("paper-cluttered-4", "lr_restarts"))
+    total = 100 * 781
+    assert learning_rate("cosine", 1e-3, 1, total // 2, 50, total, (180 * 781, 340 * 781)) == pytest.approx(5e-4)
+    with pytest.raises(DrawkitError, match="every restart must come before the last epoch"):
+        check_restarts("180,340", "cosine", 100)  # typed by the user: an error, not a silent no-op

@@ -185,6 +185,28 @@ def test_cosine_schedule_falls_from_lr_to_zero_over_the_run_and_resumes_exactly(
     assert_same_training_state(tmp_path / "straight", tmp_path / "split")
 
 
+def resume_to_epochs(out, epochs) -> dict:
+    """Resume a finished run with more --epochs, as `drawkit train --resume OUT --epochs N` does."""
+    model_config, config, payload = resume_configs(out)
+    return train(model_config, replace(config, epochs=epochs), progress=False, resume=payload)
+
+
+def test_cosine_restarts_give_the_rates_and_training_of_a_run_resumed_with_more_epochs(data, tmp_path, monkeypatch):
+    rates = optimizer_setting_per_step(monkeypatch, "lr")
+    run(tmp_path / "resumed", lr=1e-3, lr_schedule="cosine", epochs=1)  # a recipe found by resuming twice
+    resume_to_epochs(tmp_path / "resumed", 2)
+    resume_to_epochs(tmp_path / "resumed", 4)
+    by_resuming = list(rates)
+    rates.clear()
+    run(tmp_path / "restarts", lr=1e-3, lr_schedule="cosine", epochs=4, lr_restarts="1,2")  # the same in one run
+    assert rates == by_resuming
+    ends = [STEPS_PER_EPOCH] * STEPS_PER_EPOCH + [2 * STEPS_PER_EPOCH] * STEPS_PER_EPOCH + [4 * STEPS_PER_EPOCH] * (
+        2 * STEPS_PER_EPOCH)  # the cosine each step follows: over epoch 1, over epochs 1-2, over the run
+    assert rates == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * s / end)) for s, end in enumerate(ends)])
+    assert rates[STEPS_PER_EPOCH] == pytest.approx(5e-4)  # the first restart rises to half the peak: cos(pi/2)
+    assert_same_training_state(tmp_path / "resumed", tmp_path / "restarts")
+
+
 def test_adam_beta1_reaches_the_optimizer_and_stays_on_resume(data, tmp_path, monkeypatch):
     betas = optimizer_setting_per_step(monkeypatch, "betas")
     run(tmp_path, 2, adam_beta1=0.5)
