@@ -51,17 +51,14 @@ def parse_restarts(text: Optional[str]) -> tuple[int, ...]:
 def check_restarts(text: Optional[str], schedule: str, epochs: int, preset_restarts: Optional[str] = None) -> None:
     """Restarts belong to the cosine and must fall inside the run, or they would never happen.
 
-    ``preset_restarts``: what the run's --preset sets. Those may lie past a shorter run's --epochs: that run
-    simply ends before them.
+    ``preset_restarts``: what the run's --preset sets. Those belong to the preset's cosine: they may lie past a
+    shorter run's --epochs (that run ends before them), and another --lr-schedule leaves them unused.
     """
     restarts = parse_restarts(text)
-    if not restarts:
+    if not restarts or text == preset_restarts:
         return
-    from_preset = text == preset_restarts
     if schedule != "cosine":
-        hint = (f"the preset sets it: add --lr-restarts none to use --lr-schedule {schedule}" if from_preset
-                else "add --lr-schedule cosine, or leave it out")
-        raise DrawkitError(f"--lr-restarts restarts the cosine schedule; {hint}")
-    if restarts[-1] >= epochs and not from_preset:
+        raise DrawkitError("--lr-restarts restarts the cosine schedule: add --lr-schedule cosine, or leave it out")
+    if restarts[-1] >= epochs:
         raise DrawkitError(f"--lr-restarts {text}: every restart must come before the last epoch (--epochs {epochs}); "
                            f"raise --epochs or drop the later restarts")

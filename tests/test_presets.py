@@ -258,3 +258,6 @@ def test_a_shorter_run_of_a_preset_ends_before_its_restarts_and_trains_one_cosin
     assert learning_rate("cosine", 1e-3, 1, total // 2, 50, total, (180 * 781, 340 * 781)) == pytest.approx(5e-4)
     with pytest.raises(DrawkitError, match="every restart must come before the last epoch"):
         check_restarts("180,340", "cosine", 100)  # typed by the user: an error, not a silent no-op
+    check_restarts("180,340", "decay", 560, "180,340")  # --preset paper-cluttered-4 --lr-schedule decay: unused
+    with pytest.raises(DrawkitError, match="restarts the cosine schedule"):
+        check_restarts("180,340", "decay", 560)
