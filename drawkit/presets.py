@@ -5,7 +5,7 @@ from drawkit.errors import check_choice
 CLUTTERED_MNIST = ["canvas=100", "clutter=8", "fragment=8", "crops=anywhere", "fresh=true"]
 #: how the cluttered classifiers are trained (docs/results.md): the rate annealed to 0 along a cosine over a
 #: fixed number of epochs, with warm restarts (--lr-restarts) where a longer cosine took over; the recipes of
-#: Table 1's figures, 3 to 6 hours on one core of a 2-core CPU with --compile (--time-limit splits them)
+#: Table 1's figures: 2 hours (8 glimpses, both cores) to 6 (4 glimpses, one core) on a 2-core CPU with --compile
 CLUTTERED_TRAINING = {"batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine"}
 
 #: name -> (what it is, the options it sets); keys are `drawkit train` option names with underscores, one of
