@@ -9,9 +9,10 @@ import drawkit.presets
 from drawkit import cli
 from drawkit.checkpoint import read_checkpoint
 from drawkit.cli import PRESETTABLE, RUN_OPTIONS, TRAIN_OPTIONS, app
-from drawkit.model import DrawConfig
 from drawkit.errors import DrawkitError
+from drawkit.model import DrawConfig
 from drawkit.presets import PRESETS, preset_options, preset_setting
+from drawkit.schedule import check_restarts, learning_rate
 from drawkit.training import TrainConfig
 from conftest import assert_one_error_line
 
@@ -249,8 +250,6 @@ def test_a_preset_setting_is_none_when_the_preset_sets_nothing_or_is_gone():
 
 def test_a_shorter_run_of_a_preset_ends_before_its_restarts_and_trains_one_cosine(cli_runner, configs_built):
     """`--preset paper-cluttered-4 --epochs 100`: the preset's restarts (180, 340) lie past it and are not an error."""
-    from drawkit.schedule import check_restarts, learning_rate
-
     model_config, config = train_configs(cli_runner, configs_built, "--preset", "paper-cluttered-4", "--epochs", "100")
     assert (config.epochs, config.lr_restarts) == (100, "180,340")
     check_restarts(config.lr_restarts, config.lr_schedule, config.epochs, preset_setting("paper-cluttered-4", "lr_restarts"))

@@ -80,9 +80,10 @@ def run(out, steps=None, **changes) -> dict:
     return train(MODEL, tiny_config(out, steps, **changes), progress=False)
 
 
-def resume(out, steps) -> dict:
+def resume(out, steps, **changes) -> dict:
+    """Resume the run in ``out`` up to ``steps`` (None: its epochs), with options a resume may change."""
     model_config, config, payload = resume_configs(out)
-    return train(model_config, replace(config, max_steps=steps), progress=False, resume=payload)
+    return train(model_config, replace(config, max_steps=steps, **changes), progress=False, resume=payload)
 
 
 def assert_same_training_state(path_a, path_b):
@@ -185,17 +186,11 @@ def test_cosine_schedule_falls_from_lr_to_zero_over_the_run_and_resumes_exactly(
     assert_same_training_state(tmp_path / "straight", tmp_path / "split")
 
 
-def resume_to_epochs(out, epochs) -> dict:
-    """Resume a finished run with more --epochs, as `drawkit train --resume OUT --epochs N` does."""
-    model_config, config, payload = resume_configs(out)
-    return train(model_config, replace(config, epochs=epochs), progress=False, resume=payload)
-
-
 def test_cosine_restarts_give_the_rates_and_training_of_a_run_resumed_with_more_epochs(data, tmp_path, monkeypatch):
     rates = optimizer_setting_per_step(monkeypatch, "lr")
     run(tmp_path / "resumed", lr=1e-3, lr_schedule="cosine", epochs=1)  # a recipe found by resuming twice
-    resume_to_epochs(tmp_path / "resumed", 2)
-    resume_to_epochs(tmp_path / "resumed", 4)
+    resume(tmp_path / "resumed", None, epochs=2)  # as `drawkit train --resume OUT --epochs 2` does
+    resume(tmp_path / "resumed", None, epochs=4)
     by_resuming = list(rates)
     rates.clear()
     run(tmp_path / "restarts", lr=1e-3, lr_schedule="cosine", epochs=4, lr_restarts="1,2")  # the same in one run
