@@ -665,6 +665,21 @@ def export(
 
 
 @app.command()
+def average(
+    run: Annotated[str, typer.Argument(help="Run folder (the --out of 'drawkit train'), holding checkpoint-<step>.pt files.")],
+    last: Annotated[int, typer.Option(help="How many of the newest checkpoint-<step>.pt to average (train with --keep K to keep K).")] = 3,
+    out: Annotated[Optional[str], typer.Option(help="Checkpoint file to write (default: RUN/average.pt).")] = None,
+) -> None:
+    """Average the weights of a run's newest checkpoints into one checkpoint (weight averaging at the end of a
+    schedule often generalises better); evaluate it with 'drawkit evaluate --checkpoint RUN/average.pt'."""
+    from drawkit.average import average_checkpoints
+
+    result = average_checkpoints(run, last, out)
+    steps = result["steps"]
+    typer.echo(f"wrote {result['out']} (the mean of {len(steps)} checkpoints, steps {steps[0]} to {steps[-1]})")
+
+
+@app.command()
 def report(
     run: Annotated[str, typer.Argument(help="Run folder (the --out of 'drawkit train').")],
     out: Annotated[Optional[str], typer.Option(help="HTML file to write (default: RUN/report.html).")] = None,

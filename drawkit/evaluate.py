@@ -92,6 +92,8 @@ def evaluation(checkpoint, split: str = "test", importance_samples: int = 1, bat
             batch_size=batch_size, max_images=max_images, data_dir=data_dir or trained_data_dir(train_config),
             progress=progress, device=device)
     result.update(precision=precision, tf32=tf32 and device.type == "cuda")
+    if payload.get("averaged_steps"):  # written by 'drawkit average': which checkpoints it is the mean of
+        result["averaged_steps"] = payload["averaged_steps"]
     return result, line
 
 

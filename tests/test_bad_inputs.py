@@ -225,6 +225,13 @@ BAD_INPUTS = [
                  "now supplied by package drawkit", "pip install drawkit-a")),
     case(["train", "--resume", "{other_package}"], expect="attention 'filterbank' came from package drawkit-a 0.1"),
     case(["plugins", "--json=yes"], expect="Option '--json' does not take a value"),
+    case(["average", "{missing}"], expect="{missing} is not a run folder"),
+    case(["average", "{run}", "--last", "0"], expect="--last must be at least 1, got 0"),
+    case(["average", "{run}", "--last", "50"],
+         expect=("checkpoint-<step>.pt file(s), fewer than --last 50", "train with --keep 50 to keep more")),
+    case(["average", "{run}", "--last", "1", "--out", "{folder}"], expect="--out {folder} is a directory"),
+    case(["average", "{run}", "--last", "1", "--out", "{run}/checkpoint.pt"],
+         expect="would replace the run's newest checkpoint"),
 ]
 
 
