@@ -61,7 +61,9 @@ def export(run, out, force: bool = False) -> dict:
     kind = task_of(payload.get("model_config"))
     config = export_config(payload, kind)
     folder = source if source.is_dir() else source.parent
-    scores = newest_evaluation(folder, payload.get("step")) or validation_record(folder, payload.get("step"))
+    scores = newest_evaluation(folder, payload)
+    if scores is None and not payload.get("averaged_steps"):  # no validation line is an average's
+        scores = validation_record(folder, payload.get("step"))
     with staging(out) as tmp:
         picture, note = write_picture(tmp, model, payload, kind)
         write_json(tmp / CONFIG, config)
@@ -156,7 +158,10 @@ def training_summary(payload: dict, kind) -> dict:
     """Steps trained and the best validation score (the kind's score: DRAW's bound, a classifier's error rate)."""
     best = (payload.get("progress") or {}).get("best_bound")
     best = best if isinstance(best, (int, float)) and math.isfinite(best) else None
-    return {"steps": payload.get("step"), "validation_score": kind.score, "best_validation": best}
+    summary = {"steps": payload.get("step"), "validation_score": kind.score, "best_validation": best}
+    if payload.get("averaged_steps"):  # written by `drawkit average`
+        summary["averaged_steps"] = payload["averaged_steps"]
+    return summary
 
 
 def write_json(path: Path, value: dict) -> None:
@@ -183,12 +188,16 @@ def write_picture(folder: Path, model, payload: dict, kind) -> tuple[Optional[st
 
 # ---- how it scored -------------------------------------------------------------------------------
 
-def newest_evaluation(folder: Path, step: Optional[int]) -> Optional[dict]:
-    """The newest `drawkit evaluate` result recorded in the run folder, of the exported step when there is one."""
+def newest_evaluation(folder: Path, payload: dict) -> Optional[dict]:
+    """The newest `drawkit evaluate` result recorded in the run folder, of the exported weights when there is one
+    (the same step, and for an average the same averaged steps: it shares its step with the newest checkpoint)."""
     records = [{**record, "source": EVALUATIONS} for record in read_evaluations(folder)
                if {"split", "n_images"} <= record.keys()]
-    of_step = [record for record in records if record.get("step") == step]
-    return (of_step or records or [None])[-1]
+    of_model = [record for record in records if record.get("step") == payload.get("step")
+                and record.get("averaged_steps") == payload.get("averaged_steps")]
+    if payload.get("averaged_steps"):
+        return (of_model or [None])[-1]  # another checkpoint's scores would pass for the average's
+    return (of_model or records or [None])[-1]
 
 
 def validation_record(folder: Path, step: Optional[int]) -> Optional[dict]:
@@ -273,7 +282,10 @@ def training_section(config: dict) -> str:
     lines += [f"| {key} | {table_value(value)} |" for key, value in shown.items()]
     best = summary["best_validation"]
     best = f"; best validation {summary['validation_score']}: {best:.4g}" if best is not None else ""
-    lines += ["", f"Trained for {summary['steps']} steps{best}.", ""]
+    averaged = summary.get("averaged_steps")
+    averaged = (f"; the weights are the mean of the {len(averaged)} checkpoints of steps {averaged[0]} to "
+                f"{averaged[-1]} (`drawkit average`)" if averaged else "")
+    lines += ["", f"Trained for {summary['steps']} steps{best}{averaged}.", ""]
     return "\n".join(lines)
 
 
@@ -284,6 +296,8 @@ def table_value(value) -> str:
 
 def evaluation_section(config: dict, scores: Optional[dict]) -> str:
     lines = ["## Evaluation", ""]
+    if scores is None and config["training"].get("averaged_steps"):
+        return "\n".join(lines + ["No `drawkit evaluate` result of these averaged weights was recorded.", ""])
     if scores is None:
         return "\n".join(lines + ["No evaluation or validation was recorded for this run.", ""])
     if scores["source"] == "metrics.jsonl":
@@ -291,11 +305,18 @@ def evaluation_section(config: dict, scores: Optional[dict]) -> str:
                      f"result was saved in the run folder):")
     else:
         lines.append(f"`drawkit evaluate` on the {scores['split']} split of `{scores.get('dataset', config['dataset'])}` "
-                     f"({scores['n_images']} images), checkpoint of step {scores.get('step')} "
-                     f"(from {scores['source']}):")
+                     f"({scores['n_images']} images), {checkpoint_of(scores)} (from {scores['source']}):")
     lines += ["", "| measure | value |", "| --- | --- |"]
     lines += [f"| {key} | {value:.6g} |" for key, value in measures(scores).items()]
     return "\n".join(lines + [""])
+
+
+def checkpoint_of(scores: dict) -> str:
+    """Which weights an evaluation scored: one checkpoint's step, or the steps an average is the mean of."""
+    averaged = scores.get("averaged_steps")
+    if averaged:
+        return f"the mean of the {len(averaged)} checkpoints of steps {averaged[0]} to {averaged[-1]}"
+    return f"checkpoint of step {scores.get('step')}"
 
 
 def usage_section(config: dict, kind, where: str) -> str:

@@ -76,6 +76,27 @@ def test_the_drawing_commands_load_the_average(run, cli_runner, tmp_path, comman
     assert (tmp_path / f"out{suffix}").is_file()
 
 
+def test_the_export_of_an_average_says_so_and_shows_only_its_own_scores(run, cli_runner, tmp_path):
+    pytest.importorskip("safetensors")
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cli_runner.invoke(app, ["average", str(copy), "--last", "4"])
+    newest = evaluate(cli_runner, copy / "checkpoint.pt")  # same step as the average: must not be taken for it
+    result = cli_runner.invoke(app, ["export", str(copy / "average.pt"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "the weights are the mean of the 4 checkpoints of steps 4 to 16 (`drawkit average`)" in card
+    assert "No `drawkit evaluate` result of these averaged weights was recorded." in card
+    assert f"{newest['nll_bound']:.6g}" not in card
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["training"]["averaged_steps"] == [4, 8, 12, 16]
+    own = evaluate(cli_runner, copy / "average.pt")
+    cli_runner.invoke(app, ["export", str(copy / "average.pt"), "--out", str(tmp_path / "out"), "--force"])
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "the mean of the 4 checkpoints of steps 4 to 16 (from evaluations.jsonl)" in card
+    assert f"| nll_bound | {own['nll_bound']:.6g} |" in card
+
+
 def test_resuming_from_the_average_is_refused(run, cli_runner, tmp_path):
     cli_runner.invoke(app, ["average", str(run), "--last", "2", "--out", str(tmp_path / "mean.pt")])
     result = cli_runner.invoke(app, ["train", "--resume", str(tmp_path / "mean.pt"), "--no-progress"])
