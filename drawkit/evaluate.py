@@ -167,17 +167,21 @@ def record_evaluation(checkpoint, result: dict) -> Optional[Path]:
     return run / EVALUATIONS
 
 
-def read_evaluations(run) -> list[dict]:
-    """The results recorded in RUN/evaluations.jsonl, oldest first; lines that are not JSON objects are skipped."""
-    path = Path(run) / EVALUATIONS
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
+def json_records(path: Path):
+    """Each JSON object on a line of ``path``; nothing from a missing file or a line cut short (a full disk)."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return
+    for line in lines:
         try:
             record = json.loads(line)
         except ValueError:
-            continue  # a line cut short by a full disk: the others still count
+            continue
         if isinstance(record, dict):
-            records.append(record)
-    return records
+            yield record
+
+
+def read_evaluations(run) -> list[dict]:
+    """The results recorded in RUN/evaluations.jsonl, oldest first; lines that are not JSON objects are skipped."""
+    return list(json_records(Path(run) / EVALUATIONS))

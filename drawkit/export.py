@@ -26,7 +26,7 @@ from drawkit import __version__
 from drawkit.checkpoint import (CONFIG, EXPORT_FORMAT, EXPORT_VERSION, WEIGHTS, load_model,
                                 resolve_checkpoint_path, safetensors_torch)
 from drawkit.errors import DrawkitError
-from drawkit.evaluate import EVALUATIONS, read_evaluations
+from drawkit.evaluate import EVALUATIONS, json_records, read_evaluations
 from drawkit.frames import Style, trace_strip
 from drawkit.inputs import choose_labelled_inputs
 from drawkit.registry import get_registry
@@ -207,21 +207,6 @@ def validation_record(folder: Path, step: Optional[int]) -> Optional[dict]:
         if record.get("split") == "valid" and (step is None or record.get("step", 0) <= step):
             found = {**record, "source": "metrics.jsonl"}
     return found
-
-
-def json_records(path: Path):
-    """Each JSON object on a line of ``path``; nothing from a missing file or a line cut short."""
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            yield record
 
 
 def measures(record: dict) -> dict:
